@@ -1,0 +1,3 @@
+from mailcli.cli.app import main
+
+main()

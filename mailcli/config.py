@@ -1,0 +1,119 @@
+"""One Settings object: flags > environment > mailcli.toml (working directory) > defaults (SPEC §2)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OLLAMA = "http://127.0.0.1:11434"
+
+# setting name -> environment variable
+ENV_VARS = {
+    "home": "MAILCLI_HOME",
+    "db_path": "MAILCLI_DB",
+    "redis_url": "REDIS_URL",
+    "ollama_host": "OLLAMA_HOST",
+    "phase2_model": "MAILCLI_PHASE2_MODEL",
+    "phase3_model": "MAILCLI_PHASE3_MODEL",
+    "debug": "MAILCLI_DEBUG",
+    "llm_max_in_flight": "MAILCLI_LLM_MAX_IN_FLIGHT",
+    "window": "MAILCLI_WINDOW",
+}
+
+
+class ConfigError(Exception):
+    """mailcli.toml or an environment variable holds something unusable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = Path("data")
+    db_path: Path | None = None  # None: <home>/mailcli.db
+    redis_url: str | None = None  # None: the embedded server under <home>/redis
+    ollama_host: str = DEFAULT_OLLAMA
+    phase2_model: str = "llama3.2:3b"
+    phase3_model: str = "phi4:14b"
+    debug: bool = False
+    own_domains: tuple[str, ...] = ()
+    partner_domains: tuple[str, ...] = ()
+    key_senders: tuple[str, ...] = ()  # addresses or domains
+    llm_max_in_flight: int = 3
+    window: int = 10_000  # feeder: most conversation jobs held in Redis at once
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def db(self) -> Path:
+        return self.db_path if self.db_path is not None else self.home / "mailcli.db"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.home / "redis"
+
+    @property
+    def ollama_hosts(self) -> list[str]:
+        return [h.strip().rstrip("/") for h in self.ollama_host.split(",") if h.strip()]
+
+    def with_overrides(self, **flags: Any) -> Settings:
+        """Apply command-line flags; a flag left at None does not override."""
+        return replace(self, **{k: v for k, v in flags.items() if v is not None})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = str(kinds[name])
+    if name in ("home", "db_path"):
+        return Path(os.path.expanduser(str(value)))
+    if kind == "bool" or name == "debug":
+        if isinstance(value, bool):
+            return value
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+    if name in ("llm_max_in_flight", "window"):
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+        if n < 1:
+            raise ConfigError(f"{name} must be at least 1, got {n}")
+        return n
+    if name in ("own_domains", "partner_domains", "key_senders"):
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} in mailcli.toml must be a list of strings")
+        return tuple(str(v).strip().lower() for v in value if str(v).strip())
+    return str(value)
+
+
+def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None, **flags: Any) -> Settings:
+    """Build Settings from defaults, then mailcli.toml, then the environment, then flags."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    toml_path = (cwd or Path.cwd()) / "mailcli.toml"
+    if toml_path.is_file():
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{toml_path}: not valid TOML ({exc}); fix the file or remove it") from None
+        section = data.get("mailcli", data)
+        known = {f.name for f in fields(Settings)} - {"extra"}
+        # friendlier toml names
+        aliases = {"data_dir": "home", "db": "db_path", "redis": "redis_url", "ollama": "ollama_host"}
+        for key, value in section.items():
+            name = aliases.get(key, key)
+            if name in known:
+                values[name] = _coerce(name, value)
+        senders = data.get("senders", {})
+        for key in ("own_domains", "partner_domains", "key_senders"):
+            if key in senders:
+                values[key] = _coerce(key, senders[key])
+    for name, var in ENV_VARS.items():
+        raw = env.get(var)
+        if raw not in (None, ""):
+            values[name] = _coerce(name, raw)
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    return Settings(**values)
