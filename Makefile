@@ -1,0 +1,42 @@
+# Every setup step lives here: `make demo` and `make test` work from a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SAMPLES := samples/graph.jsonl samples/flat.jsonl samples/malformed.jsonl samples/mbox samples/eml
+
+.PHONY: install demo test test-reliability lint bench bench-full clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: ingest the samples and analyse them on the embedded defaults (no servers needed)
+demo: install
+	$(BIN)/mailcli ingest $(SAMPLES)
+	$(BIN)/mailcli analyze --inline
+	$(BIN)/mailcli results --limit 20
+	$(BIN)/mailcli export -o data/export.jsonl
+
+## test: the whole suite (real Redis, real SQLite, real worker processes)
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-reliability: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check mailcli tests benchmarks
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+bench-full: install
+	$(BIN)/python -m benchmarks.run --full
+
+clean:
+	rm -rf $(VENV) data *.egg-info .pytest_cache .ruff_cache

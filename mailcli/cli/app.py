@@ -1,0 +1,350 @@
+"""The `mailcli` command line: a thin Typer layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailcli import __version__
+from mailcli.cli.common import (
+    EXIT_REJECTS,
+    EXIT_USAGE,
+    CliError,
+    DebugOpt,
+    JsonOpt,
+    console,
+    err_console,
+    handle_errors,
+    settings,
+)
+
+app = typer.Typer(
+    name="mailcli",
+    help="Turn email exports into structured business analysis.\n\n"
+    "Quick start:  mailcli ingest samples/graph.jsonl && mailcli analyze --inline && mailcli results",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+PRIORITIES = ("critical", "high", "medium", "low")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"mailcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """mailcli: ingest email exports, analyse them in three phases, read the results."""
+
+
+def _open_store(readonly: bool = False):
+    from mailcli.store.db import Store
+
+    return Store.open(settings().db, readonly=readonly)
+
+
+def _enqueue_after_ingest(cfg, summary) -> str:
+    """Hand pending conversations to the queues; a note for the summary line."""
+    try:
+        from mailcli.pool.feeder import feed_once
+    except ImportError:
+        return "run `mailcli analyze --inline` to analyse them"
+    from mailcli.queue.redis_server import connect
+
+    with _open_store() as store:
+        queued = feed_once(store, connect(cfg), cfg)
+    return f"{queued} jobs enqueued"
+
+
+@app.command(
+    epilog="Examples:\n\n  mailcli ingest samples/graph.jsonl\n\n  mailcli ingest export.mbox --format mbox\n\n"
+    "  cat emails.jsonl | mailcli ingest -\n\n  mailcli ingest Maildir/ --strict --no-enqueue"
+)
+@handle_errors
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="Export files or directories; - reads JSONL from stdin.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="auto, jsonl, mbox, eml or maildir.", show_default=True)
+    ] = "auto",
+    priority: Annotated[
+        str | None, typer.Option("--priority", "-p", help="Queue every conversation at this priority.")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when any record was rejected.")] = False,
+    no_enqueue: Annotated[
+        bool, typer.Option("--no-enqueue", help="Store and mark pending, but do not enqueue jobs.")
+    ] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Parse exports, store emails and conversations in SQLite, and queue them for analysis."""
+    from mailcli.ingest.pipeline import IngestSummary, ingest_paths, input_bytes
+
+    if fmt not in ("auto", "jsonl", "mbox", "eml", "maildir"):
+        raise CliError(f"unknown --format {fmt!r}: use auto, jsonl, mbox, eml or maildir", EXIT_USAGE)
+    if priority is not None and priority not in PRIORITIES:
+        raise CliError(f"unknown --priority {priority!r}: use critical, high, medium or low", EXIT_USAGE)
+    cfg = settings()
+    from mailcli.ingest.pipeline import check_paths
+
+    check_paths(paths)
+    started = time.monotonic()
+    with _open_store() as store:
+        if sys.stderr.isatty() and not json_out:
+            summary = _ingest_with_progress(store, paths, fmt, priority, input_bytes(paths))
+        else:
+            summary = ingest_paths(store, paths, fmt=fmt, queue_priority=priority)
+    assert isinstance(summary, IngestSummary)
+    elapsed = time.monotonic() - started
+    note = ""
+    if summary.touched and not no_enqueue:
+        note = _enqueue_after_ingest(cfg, summary)
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "ingested": summary.ingested,
+                    "duplicates": summary.duplicates,
+                    "rejected": summary.rejected,
+                    "conversations": summary.conversations,
+                    "seconds": round(elapsed, 3),
+                    "rejects": [_reject_dict(r) for r in summary.rejects],
+                }
+            )
+        )
+    else:
+        for r in summary.rejects[:10]:
+            err_console.print(f"[yellow]rejected[/] {r.source}, {r.locator}: {r.reason}", highlight=False)
+        if summary.rejected > 10:
+            err_console.print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
+        rate = summary.seen / elapsed if elapsed > 0 else 0
+        console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
+                      highlight=False)  # fmt: skip
+    if strict and summary.rejected:
+        raise typer.Exit(EXIT_REJECTS)
+
+
+def _reject_dict(r) -> dict:
+    return {"source": r.source, "locator": r.locator, "reason": r.reason}
+
+
+def _ingest_with_progress(store, paths, fmt, priority, total_bytes):
+    """A Rich progress bar: counts, rate and an ETA from the bytes read so far."""
+    import psutil
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from mailcli.ingest.pipeline import ingest_paths
+
+    proc = psutil.Process()
+    roots = [str(Path(p).resolve()) for p in paths if p != "-"]
+    done_files: dict[str, int] = {}
+
+    def bytes_read() -> int:
+        # positions of the input files this process holds open, plus the size of those finished
+        pos = 0
+        try:
+            for f in proc.open_files():
+                if any(f.path.startswith(r) for r in roots):
+                    pos += getattr(f, "position", 0)
+                    done_files.setdefault(f.path, 0)
+        except psutil.Error:
+            pass
+        return pos
+
+    with Progress(
+        TextColumn("[bold]ingest[/]"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("ingest", total=total_bytes or None, counts="", rate="")
+        started = time.monotonic()
+        finished_bytes = 0
+        last_open: set[str] = set()
+
+        def on_batch(s) -> None:
+            nonlocal finished_bytes, last_open
+            pos = bytes_read()
+            current = set(done_files)
+            for gone in last_open - current:
+                try:
+                    finished_bytes += Path(gone).stat().st_size
+                except OSError:
+                    pass
+            last_open = current
+            done_files.clear()
+            rate = s.seen / max(time.monotonic() - started, 1e-6)
+            progress.update(
+                task,
+                completed=min(finished_bytes + pos, total_bytes) if total_bytes else None,
+                counts=f"{s.ingested:,} ok {s.duplicates:,} dup {s.rejected:,} rej",
+                rate=f"{rate:,.0f}/s",
+            )
+
+        return ingest_paths(store, paths, fmt=fmt, queue_priority=priority, on_batch=on_batch)
+
+
+@app.command(
+    epilog="Examples:\n\n  mailcli analyze --inline\n\n  mailcli analyze --phase 2          # finish what Ollama owed\n\n"
+    "  mailcli analyze --conversation CID --reanalyze --all-phases"
+)
+@handle_errors
+def analyze(
+    phase: Annotated[int | None, typer.Option("--phase", min=1, max=3, help="Run phases up to N only.")] = None,
+    all_phases: Annotated[bool, typer.Option("--all-phases", help="Run all three phases whatever the tier.")] = False,
+    conversation: Annotated[str | None, typer.Option("--conversation", "-c", help="Only this conversation.")] = None,
+    inline: Annotated[bool, typer.Option("--inline", help="Run here, in this process: no Redis, no workers.")] = False,
+    reanalyze: Annotated[
+        bool, typer.Option("--reanalyze", help="Analyse again even what is done, ignoring cached LLM answers.")
+    ] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """(Re)queue conversations for analysis, or analyse them right here with --inline."""
+    from mailcli.store.jobs import mark_for_analysis
+
+    cfg = settings()
+    with _open_store() as store:
+        if conversation and not store.conn.execute(
+            "SELECT 1 FROM conversations WHERE id = ?", (conversation,)
+        ).fetchone():
+            raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+        marked = mark_for_analysis(
+            store,
+            conversation_id=conversation,
+            reanalyze=reanalyze,
+            all_phases=all_phases,
+            max_phase=phase or 3,
+        )
+        if inline:
+            from mailcli.analysis.inline import analyze_inline
+
+            summary = analyze_inline(store, cfg, llm=_inline_llm(cfg, phase))
+            if json_out:
+                print(json.dumps(summary.__dict__))
+            else:
+                console.print(summary.line(), highlight=False)
+            return
+    note = _enqueue_after_ingest(cfg, None)
+    if json_out:
+        print(json.dumps({"pending": marked, "note": note}))
+    else:
+        console.print(f"{marked} conversations pending; {note}", highlight=False)
+
+
+def _inline_llm(cfg, phase: int | None):
+    if phase == 1:
+        return None
+    try:
+        from mailcli.analysis.llm_phases import make_llm_phases
+    except ImportError:
+        return None
+    return make_llm_phases(cfg)
+
+
+@app.command(epilog="Examples:\n\n  mailcli results\n\n  mailcli results --priority critical --limit 20 --json")
+@handle_errors
+def results(
+    conversation: Annotated[str | None, typer.Option("--conversation", "-c", help="Only this conversation.")] = None,
+    priority: Annotated[str | None, typer.Option("--priority", "-p", help="Only this priority.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N conversations.")] = 50,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Conversations with their priority, completeness and status, most urgent first."""
+    from mailcli.cli.render import results_table
+    from mailcli.store.read import conversation_rows
+
+    if priority is not None and priority not in PRIORITIES:
+        raise CliError(f"unknown --priority {priority!r}: use critical, high, medium or low", EXIT_USAGE)
+    with _open_store(readonly=True) as store:
+        rows = conversation_rows(store, priority=priority, conversation_id=conversation, limit=limit)
+    if json_out:
+        print(json.dumps(rows, ensure_ascii=False))
+    elif not rows:
+        console.print("no conversations match; ingest an export first: mailcli ingest FILE")
+    else:
+        console.print(results_table(rows))
+
+
+@app.command(epilog="Example:\n\n  mailcli show AAQkAGI2TG93AAA=")
+@handle_errors
+def show(
+    conversation_id: Annotated[str, typer.Argument(help="A conversation id from `mailcli results`.")],
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """One conversation: its emails, phase 1 facts, phase 2 and 3 answers."""
+    from mailcli.cli.render import conversation_view
+    from mailcli.store.read import conversation_detail
+
+    with _open_store(readonly=True) as store:
+        detail = conversation_detail(store, conversation_id)
+    if detail is None:
+        raise CliError(f"no conversation {conversation_id!r}: see `mailcli results` for ids", EXIT_USAGE)
+    if json_out:
+        print(json.dumps(detail, ensure_ascii=False))
+    else:
+        console.print(conversation_view(detail))
+
+
+@app.command(
+    epilog="Examples:\n\n  mailcli export -o results.jsonl\n\n  mailcli export --format csv -o results.csv"
+)
+@handle_errors
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """One record per email (SPEC §5): phase 1 facts, phase 2 answer, the conversation's phase 3."""
+    from mailcli.store.read import write_export
+
+    if fmt not in ("jsonl", "csv"):
+        raise CliError(f"unknown --format {fmt!r}: use jsonl or csv", EXIT_USAGE)
+    with _open_store(readonly=True) as store:
+        if output is None:
+            write_export(store, sys.stdout, fmt)
+            sys.stdout.flush()
+        else:
+            tmp = output.with_name(output.name + ".part")
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                n = write_export(store, fh, fmt)
+            tmp.replace(output)
+            err_console.print(f"{n} records written to {output}", highlight=False)
+
+
+def _register_subcommands() -> None:
+    """Commands that live in their own modules (workers, status, test-loading, failed)."""
+    import importlib
+
+    for module in ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks"):
+        try:
+            importlib.import_module(module).register(app)
+        except ImportError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,120 @@
+"""What every command shares: settings, consoles, logging, and turning expected errors into one line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from mailcli.config import ConfigError, Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Verbose logs (also MAILCLI_DEBUG=1).", envvar="MAILCLI_DEBUG")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+class CliError(Exception):
+    """An expected failure: printed as one red line, exit with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+def _expected_errors() -> dict[type[BaseException], int]:
+    """Exception types that are the user's situation, not a bug, and their exit codes."""
+    from mailcli.ingest.model import InputError
+    from mailcli.store.db import StoreError
+
+    table: dict[type[BaseException], int] = {
+        InputError: EXIT_USAGE,
+        ConfigError: EXIT_USAGE,
+        StoreError: EXIT_FAILED,
+    }
+    try:
+        from mailcli.queue.redis_server import RedisUnavailable
+
+        table[RedisUnavailable] = EXIT_UNREACHABLE
+    except ImportError:  # pragma: no cover - during early development
+        pass
+    try:
+        from mailcli.llm.client import OllamaError
+
+        table[OllamaError] = EXIT_UNREACHABLE
+    except ImportError:  # pragma: no cover
+        pass
+    return table
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """No traceback for an expected error: a one-line message naming the problem and the fix."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug")) or os.environ.get("MAILCLI_DEBUG", "") not in ("", "0")
+        setup_logging(debug)
+        try:
+            return func(*args, **kwargs)
+        except CliError as exc:
+            raise fail(str(exc), exc.code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            if debug:
+                raise
+            raise fail(_os_error_line(exc), EXIT_FAILED) from None
+        except Exception as exc:
+            for kind, code in _expected_errors().items():
+                if isinstance(exc, kind):
+                    if debug:
+                        logging.getLogger("mailcli").exception("expected error")
+                    raise fail(str(exc), code) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _os_error_line(exc: OSError) -> str:
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"{where}no space left on device; free disk space and run the command again (nothing committed is lost)"
+    if exc.errno == errno.EACCES:
+        return f"{where}permission denied; check the file's permissions"
+    return f"{where}{exc.strerror or exc}"
+
+
+def setup_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING
+    root = logging.getLogger("mailcli")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def settings(**flags: Any) -> Settings:
+    return load_settings(**flags)

@@ -1,0 +1,189 @@
+"""`mailcli workers start|scale|stop` and `mailcli failed`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+import typer
+
+from mailcli.cli.common import EXIT_USAGE, CliError, DebugOpt, JsonOpt, console, handle_errors, settings
+
+workers_app = typer.Typer(help="Run and control the supervised worker pool.", no_args_is_help=True)
+
+
+@workers_app.command(
+    "start",
+    epilog="Examples:\n\n  mailcli workers start --min 2 --max 10\n\n  mailcli workers start --burst      # exit when all work is done\n\n"
+    "  REDIS_URL=redis://coordinator:6379 mailcli workers start --remote --max 8",
+)
+@handle_errors
+def start(
+    min_workers: Annotated[int, typer.Option("--min", min=0, help="Never fewer workers than this.")] = 2,
+    max_workers: Annotated[int, typer.Option("--max", min=1, help="Never more workers than this.")] = 10,
+    burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once all pending work is done.")] = False,
+    max_memory: Annotated[
+        float | None, typer.Option("--max-memory", min=1, help="MB per worker (with children): recycle above, kill above 1.5x.")
+    ] = None,
+    max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="Recycle a worker after K jobs.")] = None,
+    reload: Annotated[bool, typer.Option("--reload", help="Restart workers when mailcli's source changes.")] = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="Workers only: no feeder, sink or SQLite on this host (needs REDIS_URL).")
+    ] = False,
+    window: Annotated[
+        int | None, typer.Option("--window", min=1, help="Most conversations held in Redis at once (default 10000).")
+    ] = None,
+    cooldown: Annotated[float, typer.Option("--cooldown", min=0, help="Seconds idle before scaling down.")] = 30.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds running jobs get to finish on stop.")] = 60.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Run the supervised, autoscaled pool in the foreground until Ctrl-C (or, with --burst, until done)."""
+    from mailcli.pool.supervisor import PoolConfig, Supervisor
+    from mailcli.queue.redis_server import connect
+
+    if min_workers > max_workers:
+        raise CliError(f"--min {min_workers} is above --max {max_workers}: make --min <= --max", EXIT_USAGE)
+    cfg_settings = settings()
+    if remote and not cfg_settings.redis_url:
+        raise CliError("--remote needs REDIS_URL pointing at the coordinator's Redis", EXIT_USAGE)
+    if not remote:
+        from mailcli.store.db import Store
+
+        Store.open(cfg_settings.db).close()  # schema ready, writable: fail now rather than in a thread
+    logging.getLogger("mailcli.pool").setLevel(logging.DEBUG if debug else logging.INFO)
+    _pool_log_handler()
+    conn = connect(cfg_settings)
+    sup = Supervisor(
+        cfg_settings,
+        PoolConfig(
+            min_workers=min_workers,
+            max_workers=max_workers,
+            burst=burst,
+            max_memory_mb=max_memory,
+            max_jobs=max_jobs,
+            cooldown=cooldown,
+            timeout=timeout,
+            reload=reload,
+            remote=remote,
+            window=window,
+            debug=debug,
+        ),
+        conn,
+    )
+    raise typer.Exit(sup.run())
+
+
+def _pool_log_handler() -> None:
+    from rich.logging import RichHandler
+
+    from mailcli.cli.common import err_console
+
+    logger = logging.getLogger("mailcli.pool")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        handler = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+@workers_app.command("scale", epilog="Example:\n\n  mailcli workers scale 6")
+@handle_errors
+def scale(
+    n: Annotated[int, typer.Argument(min=0, help="Workers per pool (sets both --min and --max).")],
+    debug: DebugOpt = False,
+) -> None:
+    """Resize running pools (from any terminal or host sharing the Redis)."""
+    from mailcli.pool.state import read_pools, send_control
+    from mailcli.queue.redis_server import connect
+
+    conn = connect(settings())
+    pools = read_pools(conn)
+    send_control(conn, "scale", n=n)
+    console.print(f"asked {len(pools)} pool(s) to run {n} workers", highlight=False)
+
+
+@workers_app.command("stop", epilog="Example:\n\n  mailcli workers stop --timeout 30")
+@handle_errors
+def stop(
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds running jobs get to finish.")] = 60.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Stop running pools gracefully: jobs in hand finish (up to --timeout), the rest are requeued."""
+    from mailcli.pool.state import read_pools, send_control
+    from mailcli.queue.redis_server import connect
+
+    conn = connect(settings())
+    pools = read_pools(conn)
+    send_control(conn, "stop", timeout=timeout)
+    console.print(f"asked {len(pools)} pool(s) to stop", highlight=False)
+
+
+def failed(
+    requeue: Annotated[bool, typer.Option("--requeue", help="Requeue every failed job.")] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List failed jobs with their errors; --requeue puts them back on their queues."""
+    from rich.table import Table
+
+    from mailcli.pool.feeder import FAILED_SEEN
+    from mailcli.queue.jobs import failed_jobs
+    from mailcli.queue.redis_server import connect
+
+    cfg = settings()
+    conn = connect(cfg)
+    jobs = failed_jobs(conn, limit=1000)
+    rows = []
+    for job in jobs:
+        res = job.latest_result()
+        exc = (res.exc_string if res else "") or ""
+        last = exc.strip().splitlines()[-1] if exc.strip() else ""
+        rows.append(
+            {
+                "job_id": job.id,
+                "queue": job.origin,
+                "conversations": (job.meta or {}).get("conversations", []),
+                "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+                "error": last,
+            }
+        )
+    if requeue:
+        from mailcli.store.db import Store, now_iso
+
+        store = Store.open(cfg.db) if not cfg.redis_url or cfg.db.exists() else None
+        for job in jobs:
+            job.requeue()
+            conn.srem(FAILED_SEEN, job.id)
+            if store is not None:
+                convs = (job.meta or {}).get("conversations", [])
+                with store.conn:
+                    store.conn.executemany(
+                        "UPDATE conversations SET status = 'queued', job_id = ?, error = NULL, updated_at = ?"
+                        " WHERE id = ?",
+                        [(job.id, now_iso(), c) for c in convs],
+                    )
+        if store is not None:
+            store.close()
+    if json_out:
+        print(json.dumps({"failed": rows, "requeued": len(jobs) if requeue else 0}))
+        return
+    if not rows:
+        console.print("no failed jobs")
+        return
+    table = Table(title="Failed jobs")
+    for col in ("job", "queue", "conversations", "ended", "error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["job_id"], r["queue"], str(len(r["conversations"])), (r["ended_at"] or "")[:19], r["error"]
+        )
+    console.print(table)
+    if requeue:
+        console.print(f"{len(jobs)} jobs requeued", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(workers_app, name="workers")
+    app.command(
+        "failed", epilog="Examples:\n\n  mailcli failed\n\n  mailcli failed --requeue"
+    )(handle_errors(failed))

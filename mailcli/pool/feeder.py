@@ -1,0 +1,139 @@
+"""The feeder: keeps at most `window` conversations in Redis and tops the queues up from SQLite.
+
+A 10-million-email export stays in SQLite as `pending`; Redis only ever holds the window, so its
+memory is bounded whatever the export's size. Runs in the coordinator (supervisor or ingest).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from mailcli.analysis.phase1 import SenderLists, analyze_email
+from mailcli.analysis.pipeline import highest_priority
+from mailcli.config import Settings
+from mailcli.queue.jobs import PRIORITIES, enqueue_conversations, failed_jobs, group_into_jobs
+from mailcli.store.db import Store, now_iso
+from mailcli.store.jobs import conversation_payloads, mark_failed, pending_ids
+
+log = logging.getLogger("mailcli.feeder")
+
+FEED_CHUNK = 1000  # conversations read from SQLite per round trip
+FAILED_SEEN = "mailcli:failed-seen"
+PENDING_KEY = "mailcli:pending"  # pending count, published for remote pools' autoscalers
+
+
+def queue_priority(conv: dict[str, Any]) -> str:
+    """Forced by `ingest --priority`, else the highest phase 1 priority of its emails."""
+    if conv.get("queue_priority") in PRIORITIES:
+        return conv["queue_priority"]
+    opts = conv.get("options", {})
+    senders = SenderLists(
+        tuple(opts.get("own_domains", ())), tuple(opts.get("partner_domains", ())), tuple(opts.get("key_senders", ()))
+    )
+    return highest_priority(
+        [
+            analyze_email(e["subject"], e["body"], importance=e["importance"], sender=e["from"], senders=senders).priority
+            for e in conv["emails"]
+        ]
+    )
+
+
+def in_flight(store: Store) -> int:
+    return store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'queued'").fetchone()[0]
+
+
+def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int | None = None) -> int:
+    """Enqueue pending conversations until `window` are in Redis. Returns jobs enqueued."""
+    window = window or settings.window
+    room = window - in_flight(store)
+    jobs = 0
+    while room > 0:
+        ids = pending_ids(store, min(room, FEED_CHUNK))
+        if not ids:
+            break
+        payloads = conversation_payloads(store, ids, settings)
+        by_priority: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for conv in payloads:
+            by_priority[queue_priority(conv)].append(conv)
+        updates = []
+        for priority in PRIORITIES:
+            for group in group_into_jobs(by_priority.get(priority, [])):
+                job = enqueue_conversations(conn, priority, group)
+                from mailcli.queue.jobs import job_id_for
+
+                job_id = job.id if job is not None else job_id_for(group)
+                jobs += job is not None
+                updates.extend((job_id, priority, c["conversation_id"]) for c in group)
+        ts = now_iso()
+        with store.conn:
+            store.conn.executemany(
+                "UPDATE conversations SET status = 'queued', job_id = ?, queue_priority = coalesce(queue_priority, ?),"
+                f" queued_at = '{ts}', updated_at = '{ts}' WHERE id = ? AND status = 'pending'",
+                updates,
+            )
+        # merged-away ids vanish from payloads; never loop on them
+        gone = set(ids) - {c["conversation_id"] for c in payloads}
+        if gone:
+            break
+        room -= len(ids)
+    try:
+        conn.set(PENDING_KEY, pending_count(store))
+    except redis.RedisError:
+        pass
+    return jobs
+
+
+def pending_count(store: Store) -> int:
+    return store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'pending'").fetchone()[0]
+
+
+def mark_failed_jobs(store: Store, conn: redis.Redis) -> int:
+    """Conversations of jobs that exhausted their retries become `failed`, once per job."""
+    n = 0
+    for job in failed_jobs(conn, limit=1000):
+        if conn.sismember(FAILED_SEEN, job.id):
+            continue
+        convs = (job.meta or {}).get("conversations", [])
+        reason = (job.latest_result().exc_string if job.latest_result() else "") or "job failed"
+        mark_failed(store, convs, reason.strip().splitlines()[-1] if reason.strip() else "job failed")
+        conn.sadd(FAILED_SEEN, job.id)
+        n += 1
+    return n
+
+
+def reconcile(store: Store, conn: redis.Redis) -> int:
+    """Conversations SQLite thinks are queued but whose job Redis no longer has go back to pending.
+
+    Happens when an external Redis without persistence restarts. Call only when the results
+    stream is drained, so a finished job's results are already in SQLite.
+    """
+    rows = store.conn.execute(
+        "SELECT DISTINCT job_id FROM conversations WHERE status = 'queued' AND job_id IS NOT NULL"
+    ).fetchall()
+    lost = []
+    for (job_id,) in rows:
+        try:
+            job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+            status = job.get_status(refresh=False)
+        except Exception:
+            lost.append(job_id)
+            continue
+        if status in (JobStatus.FINISHED, JobStatus.CANCELED, JobStatus.STOPPED) or status is None:
+            lost.append(job_id)
+    if not lost:
+        return 0
+    ts = now_iso()
+    with store.conn:
+        cur = store.conn.executemany(
+            "UPDATE conversations SET status = 'pending', job_id = NULL, updated_at = ? WHERE job_id = ?"
+            " AND status = 'queued'",
+            [(ts, j) for j in lost],
+        )
+    log.warning("requeued %d conversations whose jobs Redis lost", cur.rowcount)
+    return cur.rowcount

@@ -1,0 +1,83 @@
+"""The sink: the one SQLite writer of a running pool. Reads the results stream in batches and
+applies them in one transaction each, acknowledging only after the commit: a crash between the two
+redelivers the batch, and applying it again changes nothing (idempotent upserts)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+
+from mailcli.queue.jobs import RESULTS_STREAM, SINK_GROUP
+from mailcli.store.db import Store
+from mailcli.store.jobs import apply_results
+
+log = logging.getLogger("mailcli.sink")
+CONSUMER = "coordinator"  # one fixed name: a restarted sink picks up what its predecessor left unacked
+
+
+class Sink:
+    def __init__(self, store: Store, conn: redis.Redis, batch: int = 500):
+        self.store = store
+        self.conn = conn
+        self.batch = batch
+        self._backlog_done = False  # first drain what a previous sink read but never acknowledged
+        self.applied = 0
+        self.ensure_group()
+
+    def ensure_group(self) -> None:
+        try:
+            self.conn.xgroup_create(RESULTS_STREAM, SINK_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._backlog_done = False
+
+    def drain(self, block_ms: int | None = None) -> int:
+        """Apply one batch; returns how many results were applied (0 when none came)."""
+        start = ">" if self._backlog_done else "0"
+        try:
+            resp = self.conn.xreadgroup(
+                SINK_GROUP, CONSUMER, {RESULTS_STREAM: start}, count=self.batch,
+                block=block_ms if start == ">" else None,
+            )  # fmt: skip
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream vanished (Redis restarted without persistence)
+                self.ensure_group()
+                return 0
+            raise
+        entries = resp[0][1] if resp else []
+        if start == "0" and not entries:
+            self._backlog_done = True
+            return 0
+        if not entries:
+            return 0
+        results, ids = [], []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            raw = fields.get(b"result") or fields.get("result")
+            if raw is None:
+                continue
+            try:
+                results.append((fields.get(b"job") or fields.get("job") or b"", json.loads(raw)))
+            except ValueError:
+                log.error("dropping an unreadable result entry %s", entry_id)
+        by_job: dict[str, list] = {}
+        for job, result in results:
+            by_job.setdefault(job.decode() if isinstance(job, bytes) else job, []).append(result)
+        with self.store.conn:  # one transaction for the batch
+            for job_id, rs in by_job.items():
+                apply_results(self.store, rs, job_id=job_id or None, commit=False)
+        self.conn.xack(RESULTS_STREAM, SINK_GROUP, *ids)
+        self.conn.xdel(RESULTS_STREAM, *ids)
+        self.applied += len(results)
+        return len(results)
+
+    def pending(self) -> int:
+        """Results written by workers but not yet in SQLite."""
+        try:
+            length = self.conn.xlen(RESULTS_STREAM)
+        except redis.RedisError:
+            return 0
+        return int(length)

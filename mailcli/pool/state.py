@@ -1,0 +1,121 @@
+"""Pool and worker state in Redis: what `status` reads and how `workers scale/stop` reach a pool
+running in another terminal or on another host."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+POOLS = "mailcli:pools"
+WORKERS = "mailcli:workers"
+CONTROL = "mailcli:control"  # hash: scale -> {"n", "seq"}, stop -> {"timeout", "seq"}
+CONTROL_SEQ = "mailcli:control:seq"
+STATE_TTL = 3600  # a dead pool's or worker's last words stay visible (flagged stale) for an hour
+
+
+def pool_key(pool_id: str) -> str:
+    return f"mailcli:pool:{pool_id}"
+
+
+def worker_key(name: str) -> str:
+    return f"mailcli:worker:{name}"
+
+
+def _decode(h: dict) -> dict[str, Any]:
+    out = {}
+    for k, v in h.items():
+        k = k.decode() if isinstance(k, bytes) else k
+        v = v.decode() if isinstance(v, bytes) else v
+        out[k] = v
+    return out
+
+
+def publish_pool(conn: redis.Redis, pool_id: str, fields: dict[str, Any]) -> None:
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.sadd(POOLS, pool_id)
+        pipe.hset(pool_key(pool_id), mapping={k: _str(v) for k, v in fields.items()})
+        pipe.expire(pool_key(pool_id), STATE_TTL)
+        pipe.execute()
+
+
+def publish_worker(conn: redis.Redis, name: str, fields: dict[str, Any]) -> None:
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.sadd(WORKERS, name)
+        pipe.hset(worker_key(name), mapping={k: _str(v) for k, v in fields.items()})
+        pipe.expire(worker_key(name), STATE_TTL)
+        pipe.execute()
+
+
+def forget_worker(conn: redis.Redis, name: str) -> None:
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.srem(WORKERS, name)
+        pipe.delete(worker_key(name))
+        pipe.execute()
+
+
+def forget_pool(conn: redis.Redis, pool_id: str) -> None:
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.srem(POOLS, pool_id)
+        pipe.delete(pool_key(pool_id))
+        pipe.execute()
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if v is None:
+        return ""
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return str(v)
+
+
+def read_all(conn: redis.Redis, set_key: str, key_of) -> list[dict[str, Any]]:
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in conn.smembers(set_key))
+    if not names:
+        return []
+    with conn.pipeline(transaction=False) as pipe:
+        for n in names:
+            pipe.hgetall(key_of(n))
+        hashes = pipe.execute()
+    out, gone = [], []
+    for n, h in zip(names, hashes, strict=True):
+        if not h:
+            gone.append(n)
+            continue
+        out.append(_decode(h))
+    if gone:
+        conn.srem(set_key, *gone)
+    return out
+
+
+def read_pools(conn: redis.Redis) -> list[dict[str, Any]]:
+    return read_all(conn, POOLS, pool_key)
+
+
+def read_workers(conn: redis.Redis) -> list[dict[str, Any]]:
+    return read_all(conn, WORKERS, worker_key)
+
+
+def send_control(conn: redis.Redis, command: str, **args: Any) -> int:
+    """`workers scale N` / `workers stop`: every running pool picks it up within a second."""
+    seq = int(conn.incr(CONTROL_SEQ))
+    conn.hset(CONTROL, command, json.dumps({**args, "seq": seq, "at": time.time()}))
+    return seq
+
+
+def read_control(conn: redis.Redis) -> tuple[int, dict[str, dict[str, Any]]]:
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.get(CONTROL_SEQ)
+        pipe.hgetall(CONTROL)
+        seq, raw = pipe.execute()
+    commands = {}
+    for k, v in _decode(raw).items():
+        try:
+            commands[k] = json.loads(v)
+        except ValueError:
+            continue
+    return int(seq or 0), commands

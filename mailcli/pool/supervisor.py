@@ -1,0 +1,615 @@
+"""The supervisor: owns the worker processes of one pool, and (unless --remote) the feeder and sink.
+
+The story of one tick (`_tick`, every 0.2 s):
+  reap the dead (requeue what they held, back off from a crash loop) -> watch the living
+  (heartbeat, memory, max jobs) -> read control commands -> decide the size (pure autoscaler) ->
+  spawn or stop -> publish state for `status`.
+The feeder and sink run in one coordinator thread, so a slow SQLite commit never delays the
+reaping of a dead worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis
+from rq.registry import StartedJobRegistry
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
+
+from mailcli.config import Settings
+from mailcli.pool import state
+from mailcli.pool.autoscale import Decision, PoolView, decide
+from mailcli.pool.worker import rss_with_children
+from mailcli.queue.jobs import JOB_MAX_CONVERSATIONS, PRIORITIES, queue_depths, queue_name, requeue_started
+
+log = logging.getLogger("mailcli.pool")
+
+TICK = 0.2
+CRASH_WINDOW = 10.0  # a worker that dies this soon after starting, having done nothing, is crashing
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class PoolConfig:
+    min_workers: int = 2
+    max_workers: int = 10
+    burst: bool = False
+    max_memory_mb: float | None = None
+    max_jobs: int | None = None
+    cooldown: float = 30.0
+    timeout: float = 60.0  # graceful shutdown deadline
+    reload: bool = False
+    remote: bool = False
+    window: int | None = None
+    heartbeat_timeout: float = float(os.environ.get("MAILCLI_HEARTBEAT_TIMEOUT", "15"))
+    debug: bool = False
+
+
+@dataclass
+class WorkerProc:
+    name: str
+    popen: subprocess.Popen
+    started: float
+    log_path: Path
+    phase: str = "running"  # running | recycling | stopping | killed
+    reason: str = ""
+    state: str = "starting"  # as the worker reports it: starting | idle | busy | stopped
+    job_id: str = ""
+    jobs_done: int = 0
+    heartbeat: float = 0.0
+    idle_since: float = field(default_factory=time.monotonic)
+    proc: psutil.Process | None = None
+    rss: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, cfg: PoolConfig, conn: redis.Redis):
+        self.settings = settings
+        self.cfg = cfg
+        self.conn = conn
+        self.pool_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.workers: dict[str, WorkerProc] = {}
+        self.seq = 0
+        self.crashes = 0
+        self.next_spawn_at = 0.0
+        self.crash_reason = ""
+        self.last_decision = Decision(cfg.min_workers, "starting")
+        self.stopping = False
+        self.deadline: float | None = None
+        self.exit_code = 0
+        self.started = time.time()
+        self.recovered = 0
+        self.replaced = 0
+        self._control_seq = state.read_control(conn)[0]  # commands sent before we started are history
+        self._coordinator: threading.Thread | None = None
+        self._coordinator_stop = threading.Event()
+        self._feeding = threading.Event()
+        self._feeding.set()
+        self._idle_evidence = 0  # consecutive ticks on which no work was seen anywhere
+        self._work_done = threading.Event()
+        self._pending_remote = 0
+        self._signals = 0
+        self._src_mtime = _source_mtime() if cfg.reload else 0.0
+        self._scheduler = RQScheduler([queue_name(p) for p in PRIORITIES], connection=conn, serializer=JSONSerializer)
+        self._scheduler_locks_at = 0.0
+        self._last_sweep = time.monotonic()
+        home = settings.home.resolve()
+        self.log_dir = home / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        log.warning(
+            "pool %s: %d..%d workers%s%s",
+            self.pool_id,
+            self.cfg.min_workers,
+            self.cfg.max_workers,
+            ", burst" if self.cfg.burst else "",
+            ", remote (workers only)" if self.cfg.remote else "",
+        )
+        if not self.cfg.remote:
+            self._coordinator = threading.Thread(target=self._coordinate, name="mailcli-coordinator", daemon=True)
+            self._coordinator.start()
+        self._sweep_orphans(startup=True)
+        try:
+            while True:
+                self._tick()
+                if self.stopping and not self.workers:
+                    break
+                time.sleep(TICK)
+        finally:
+            self._finish()
+        return self.exit_code
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self._reap()
+        self._watch(now)
+        if not self.stopping:
+            self._read_control()
+            self._maybe_reload()
+            self._scale(now)
+            self._check_burst_done()
+            self._schedule_retries(now)
+            if now - self._last_sweep > 5:
+                self._sweep_orphans()
+                self._last_sweep = now
+        else:
+            self._enforce_deadline(now)
+        self._publish()
+
+    # -- spawning and stopping ------------------------------------------------------------
+
+    def spawn(self) -> WorkerProc | None:
+        now = time.monotonic()
+        if now < self.next_spawn_at:
+            return None
+        self.seq += 1
+        name = f"mailcli.{socket.gethostname()}.{os.getpid()}.{self.seq}"
+        cmd = [sys.executable, "-m", "mailcli.pool.worker", "--name", name, "--pool", self.pool_id]
+        if self.cfg.max_jobs:
+            cmd += ["--max-jobs", str(self.cfg.max_jobs)]
+        if self.cfg.debug:
+            cmd.append("--debug")
+        log_path = self.log_dir / f"worker-{self.seq}.log"
+        env = dict(os.environ)
+        env["MAILCLI_HOME"] = str(self.settings.home.resolve())
+        if self.settings.redis_url:
+            env["REDIS_URL"] = self.settings.redis_url
+        with open(log_path, "ab") as logf:
+            # its own session: a Ctrl-C in the terminal reaches the supervisor only, which then
+            # stops the workers in order
+            popen = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env, start_new_session=True
+            )
+        wp = WorkerProc(name=name, popen=popen, started=now, log_path=log_path)
+        try:
+            wp.proc = psutil.Process(popen.pid)
+        except psutil.Error:
+            pass
+        self.workers[name] = wp
+        log.info("worker %s started (pid %d)", name, popen.pid)
+        return wp
+
+    def _signal(self, wp: WorkerProc, sig: int) -> None:
+        try:
+            wp.popen.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    def stop_worker(self, wp: WorkerProc, phase: str, reason: str) -> None:
+        """Warm stop: RQ finishes the job in hand, then the process exits."""
+        if wp.phase in ("stopping", "recycling", "killed"):
+            return
+        wp.phase, wp.reason = phase, reason
+        self._signal(wp, signal.SIGTERM)
+        log.info("worker %s: %s (%s)", wp.name, phase, reason)
+
+    def kill_worker(self, wp: WorkerProc, reason: str) -> None:
+        wp.phase, wp.reason = "killed", reason
+        self._signal(wp, signal.SIGKILL)
+        log.warning("worker %s killed: %s", wp.name, reason)
+
+    # -- the dead -------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for wp in list(self.workers.values()):
+            code = wp.popen.poll()
+            if code is None:
+                continue
+            del self.workers[wp.name]
+            self._bury(wp, code)
+
+    def _bury(self, wp: WorkerProc, code: int) -> None:
+        """A worker exited: requeue the job it held at once, tidy its registrations, learn from it."""
+        info = {}
+        try:
+            raw = self.conn.hgetall(state.worker_key(wp.name))
+            info = {k.decode(): v.decode() for k, v in raw.items()}
+        except redis.RedisError:
+            pass
+        job_id = info.get("job_id") or wp.job_id
+        requeued = False
+        if job_id:
+            try:
+                requeued = requeue_started(self.conn, job_id)
+            except redis.RedisError as exc:
+                log.error("could not requeue job %s of dead worker %s: %s", job_id, wp.name, exc)
+        if requeued:
+            self.recovered += 1
+            log.warning("worker %s exited (%s) holding job %s: requeued", wp.name, _exit_text(code), job_id)
+        try:
+            rq_worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + wp.name, connection=self.conn)
+            if rq_worker is not None:
+                rq_worker.register_death()
+            state.forget_worker(self.conn, wp.name)
+        except redis.RedisError:
+            pass
+        expected = wp.phase in ("stopping", "recycling") or (code == 0 and (self.cfg.max_jobs or self.cfg.burst))
+        if wp.phase == "killed" or expected:
+            self.crashes = 0 if expected else self.crashes
+            if wp.phase != "stopping":
+                self.replaced += 1
+            return
+        # an unexpected death
+        lived = time.monotonic() - wp.started
+        did_nothing = int(info.get("jobs_done") or 0) == 0 and int(info.get("jobs_failed") or 0) == 0
+        if lived < CRASH_WINDOW and did_nothing and not requeued:
+            self.crashes += 1
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.crashes - 1))
+            self.next_spawn_at = time.monotonic() + delay
+            self.crash_reason = _log_tail(wp.log_path) or _exit_text(code)
+            log.error(
+                "worker crashed on start (%d in a row; next try in %.1fs): %s", self.crashes, delay, self.crash_reason
+            )
+        else:
+            self.crashes = 0
+            log.warning("worker %s died (%s); replacing it", wp.name, _exit_text(code))
+        self.replaced += 1
+
+    # -- the living -----------------------------------------------------------------------
+
+    def _watch(self, now: float) -> None:
+        if not self.workers:
+            return
+        names = list(self.workers)
+        try:
+            with self.conn.pipeline(transaction=False) as pipe:
+                for n in names:
+                    pipe.hmget(state.worker_key(n), "state", "job_id", "heartbeat", "jobs_done")
+                rows = pipe.execute()
+        except redis.RedisError:
+            rows = [[None] * 4 for _ in names]
+        wall = time.time()
+        limit = self.cfg.max_memory_mb * 1024 * 1024 if self.cfg.max_memory_mb else None
+        for n, (st, job_id, beat, done) in zip(names, rows, strict=True):
+            wp = self.workers[n]
+            if st is not None:
+                new_state = st.decode()
+                if new_state == "idle" and wp.state != "idle":
+                    wp.idle_since = now
+                wp.state = new_state
+                wp.job_id = (job_id or b"").decode()
+                wp.heartbeat = float(beat or 0)
+                wp.jobs_done = int(done or 0)
+            if wp.phase == "killed":
+                continue
+            # a heartbeat that stopped: the process exists but is not alive (stopped, wedged)
+            age = wall - wp.heartbeat if wp.heartbeat else now - wp.started
+            if age > self.cfg.heartbeat_timeout:
+                self.kill_worker(wp, f"no heartbeat for {age:.0f}s")
+                continue
+            if limit and wp.proc is not None:
+                wp.rss = rss_with_children(wp.proc)
+                if wp.rss > 1.5 * limit:
+                    self.kill_worker(wp, f"RSS {wp.rss / 2**20:.0f} MB over 1.5 x the {self.cfg.max_memory_mb:.0f} MB limit")
+                elif wp.rss > limit and wp.phase == "running":
+                    self.stop_worker(wp, "recycling", f"RSS {wp.rss / 2**20:.0f} MB over {self.cfg.max_memory_mb:.0f} MB")
+
+    # -- sizing ---------------------------------------------------------------------------
+
+    def _backlog(self) -> int:
+        depths = queue_depths(self.conn)
+        queued = sum(d["queued"] for d in depths.values())
+        pending = self._pending_remote
+        if self.cfg.remote:
+            try:
+                pending = int(self.conn.get("mailcli:pending") or 0)
+            except (redis.RedisError, ValueError):
+                pending = 0
+        return queued + -(-pending // JOB_MAX_CONVERSATIONS)
+
+    def _scale(self, now: float) -> None:
+        running = [w for w in self.workers.values() if w.phase == "running"]
+        busy = [w for w in running if w.state in ("busy", "starting")]
+        idle = [w for w in running if w.state == "idle"]
+        idle_long = sorted(
+            (w for w in idle if now - w.idle_since >= self.cfg.cooldown), key=lambda w: w.idle_since
+        )
+        try:
+            backlog = self._backlog()
+        except redis.RedisError:
+            return
+        view = PoolView(
+            backlog=backlog,
+            busy=len(busy),
+            idle=len(idle),
+            idle_long=len(idle_long),
+            min_workers=self.cfg.min_workers,
+            max_workers=self.cfg.max_workers,
+        )
+        decision = decide(view)
+        if decision.changes:
+            log.info("scale to %d: %s", decision.target, decision.reason)
+        if decision.changes or decision.target != self.last_decision.target:
+            self.last_decision = decision
+        for _ in range(decision.start):
+            if self.spawn() is None:
+                break
+        stoppable = idle_long if idle_long else sorted(idle, key=lambda w: w.idle_since)
+        for wp in stoppable[: decision.stop_idle]:
+            self.stop_worker(wp, "stopping", decision.reason)
+
+    # -- control, reload, burst -----------------------------------------------------------
+
+    def _read_control(self) -> None:
+        try:
+            seq, commands = state.read_control(self.conn)
+        except redis.RedisError:
+            return
+        if seq <= self._control_seq:
+            return
+        for name, cmd in sorted(commands.items(), key=lambda kv: kv[1].get("seq", 0)):
+            if cmd.get("seq", 0) <= self._control_seq:
+                continue
+            if name == "scale":
+                n = int(cmd["n"])
+                self.cfg.min_workers = self.cfg.max_workers = n
+                log.warning("scaled to %d workers by `mailcli workers scale`", n)
+            elif name == "stop":
+                log.warning("stop requested by `mailcli workers stop`")
+                self.begin_shutdown(float(cmd.get("timeout", self.cfg.timeout)))
+        self._control_seq = seq
+
+    def _maybe_reload(self) -> None:
+        if not self.cfg.reload:
+            return
+        mtime = _source_mtime()
+        if mtime > self._src_mtime:
+            self._src_mtime = mtime
+            log.warning("source changed: restarting workers")
+            for wp in list(self.workers.values()):
+                self.stop_worker(wp, "recycling", "source changed")
+
+    def _check_burst_done(self) -> None:
+        if not self.cfg.burst:
+            return
+        if self.cfg.remote:
+            try:
+                depths = queue_depths(self.conn)
+                busy = any(w.state == "busy" for w in self.workers.values())
+                if not busy and not any(d["queued"] or d["started"] or d["retrying"] for d in depths.values()):
+                    self._idle_evidence += 1
+                else:
+                    self._idle_evidence = 0
+            except redis.RedisError:
+                return
+        elif self._work_done.is_set():
+            self._idle_evidence += 1
+        else:
+            self._idle_evidence = 0
+        if self._idle_evidence >= 3:
+            log.warning("burst: all work done")
+            self.begin_shutdown(self.cfg.timeout)
+
+    def _schedule_retries(self, now: float) -> None:
+        """Retries wait in RQ's scheduled registry; move the due ones back to their queues."""
+        try:
+            if now - self._scheduler_locks_at > 10:
+                self._scheduler.acquire_locks()
+                self._scheduler_locks_at = now
+            if self._scheduler.acquired_locks:
+                self._scheduler.enqueue_scheduled_jobs()
+        except redis.RedisError:
+            pass
+
+    def _sweep_orphans(self, startup: bool = False) -> None:
+        """Jobs held by workers that are gone (a crashed host, a killed pool) go back to their queues."""
+        try:
+            workers = {w["name"]: w for w in state.read_workers(self.conn)}
+            wall = time.time()
+            for p in PRIORITIES:
+                reg = StartedJobRegistry(queue_name(p), connection=self.conn, serializer=JSONSerializer)
+                for job_id, _execution in reg.get_job_and_execution_ids(cleanup=False):
+                    holder = next((w for w in workers.values() if w.get("job_id") == job_id), None)
+                    if holder is not None:
+                        age = wall - float(holder.get("heartbeat") or 0)
+                        if holder.get("state") != "stopped" and age < self.cfg.heartbeat_timeout:
+                            continue
+                        if holder["name"] in self.workers:
+                            continue  # ours: the tick handles it
+                    elif not startup:
+                        continue  # RQ's own bookkeeping may lag a moment; only trust at startup
+                    if requeue_started(self.conn, job_id):
+                        self.recovered += 1
+                        log.warning("requeued job %s of a worker that is gone", job_id)
+            for name, w in workers.items():
+                age = wall - float(w.get("heartbeat") or 0)
+                if name not in self.workers and age > max(60.0, 4 * self.cfg.heartbeat_timeout):
+                    state.forget_worker(self.conn, name)
+        except redis.RedisError:
+            pass
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.warning(
+                "stopping: running jobs may finish for up to %.0fs (Ctrl-C again to stop now)", self.cfg.timeout
+            )
+            self.begin_shutdown(self.cfg.timeout)
+        else:
+            log.warning("stopping now: running jobs are requeued")
+            self.deadline = time.monotonic()
+
+    def begin_shutdown(self, timeout: float) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self._feeding.clear()
+        self.deadline = time.monotonic() + timeout
+        for wp in list(self.workers.values()):
+            self.stop_worker(wp, "stopping", "pool shutting down")
+
+    def _enforce_deadline(self, now: float) -> None:
+        for wp in list(self.workers.values()):
+            if wp.phase not in ("stopping", "killed"):
+                self.stop_worker(wp, "stopping", "pool shutting down")
+        if self.deadline is not None and now >= self.deadline:
+            for wp in list(self.workers.values()):
+                if wp.phase != "killed":
+                    self.kill_worker(wp, "shutdown deadline passed; its job is requeued")
+
+    def _finish(self) -> None:
+        for wp in list(self.workers.values()):
+            self.kill_worker(wp, "supervisor exiting")
+            try:
+                wp.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            self._bury(wp, wp.popen.returncode or -9)
+        self.workers.clear()
+        self._coordinator_stop.set()
+        if self._coordinator is not None:
+            self._coordinator.join(30)
+        try:
+            self._scheduler.release_locks()
+        except redis.RedisError:
+            pass
+        try:
+            state.forget_pool(self.conn, self.pool_id)
+        except redis.RedisError:
+            pass
+        log.warning("pool %s stopped (%d jobs recovered from dead workers)", self.pool_id, self.recovered)
+
+    # -- state for `status` ---------------------------------------------------------------
+
+    def _publish(self) -> None:
+        try:
+            state.publish_pool(
+                self.conn,
+                self.pool_id,
+                {
+                    "id": self.pool_id,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "started": self.started,
+                    "heartbeat": time.time(),
+                    "min": self.cfg.min_workers,
+                    "max": self.cfg.max_workers,
+                    "target": self.last_decision.target,
+                    "current": len(self.workers),
+                    "decision": self.last_decision.reason,
+                    "remote": self.cfg.remote,
+                    "burst": self.cfg.burst,
+                    "window": self.cfg.window or self.settings.window,
+                    "max_memory_mb": self.cfg.max_memory_mb or "",
+                    "state": "stopping" if self.stopping else "running",
+                    "recovered": self.recovered,
+                    "replaced": self.replaced,
+                    "crash_reason": self.crash_reason,
+                },
+            )
+        except redis.RedisError:
+            pass
+
+    # -- the coordinator thread: feeder and sink -------------------------------------------
+
+    def _coordinate(self) -> None:
+        from mailcli.pool.feeder import feed_once, mark_failed_jobs, pending_count, reconcile
+        from mailcli.pool.sink import Sink
+        from mailcli.queue.redis_server import connect
+        from mailcli.store.db import Store
+
+        store = Store.open(self.settings.db)
+        conn = connect(self.settings)
+        sink = Sink(store, conn)
+        last_feed = last_failed = 0.0
+        reconciled = False
+        try:
+            while True:
+                stop = self._coordinator_stop.is_set()
+                try:
+                    applied = sink.drain(block_ms=100 if not stop else None)
+                    now = time.monotonic()
+                    if self._feeding.is_set() and now - last_feed > 0.3:
+                        if not reconciled:
+                            reconcile(store, conn) if sink.pending() == 0 else None
+                            reconciled = True
+                        feed_once(store, conn, self.settings, self.cfg.window)
+                        last_feed = now
+                    if now - last_failed > 2:
+                        mark_failed_jobs(store, conn)
+                        last_failed = now
+                    self._pending_remote = pending_count(store)
+                    if self.cfg.burst and applied == 0:
+                        self._work_done.set() if self._all_done(store, conn, sink) else self._work_done.clear()
+                    if stop and applied == 0:
+                        break
+                except redis.RedisError as exc:
+                    log.warning("redis unavailable (%s); retrying", exc)
+                    time.sleep(0.5)
+                    try:
+                        sink.ensure_group()
+                    except redis.RedisError:
+                        pass
+        finally:
+            store.close()
+
+    def _all_done(self, store, conn, sink) -> bool:
+        from mailcli.pool.feeder import mark_failed_jobs, reconcile
+
+        owed = store.conn.execute(
+            "SELECT count(*) FROM conversations WHERE status IN ('pending', 'queued')"
+        ).fetchone()[0]
+        if owed == 0:
+            return sink.pending() == 0
+        depths = queue_depths(conn)
+        if any(d["queued"] or d["started"] or d["retrying"] for d in depths.values()) or sink.pending():
+            return False
+        # nothing in Redis yet SQLite still owes: failed jobs to mark, or jobs Redis lost
+        mark_failed_jobs(store, conn)
+        reconcile(store, conn)
+        return False
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _log_tail(path: Path, max_chars: int = 300) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:max_chars] if lines else ""
+
+
+def _source_mtime() -> float:
+    root = Path(__file__).resolve().parent.parent
+    newest = 0.0
+    for p in root.rglob("*.py"):
+        try:
+            newest = max(newest, p.stat().st_mtime)
+        except OSError:
+            pass
+    return newest

@@ -1,0 +1,157 @@
+"""RQ queues and jobs as mailcli uses them: JSON payloads, deterministic ids, priorities, requeue.
+
+Everything here is a standard RQ citizen (queues `mailcli-critical` … `mailcli-low`), so `rq info`
+and rq-dashboard see our queues, jobs and workers too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+PRIORITIES = ("critical", "high", "medium", "low")  # the order workers listen in
+QUEUE_PREFIX = "mailcli-"
+TASK = "mailcli.queue.tasks.analyze_job"
+PROBE_TASK = "mailcli.queue.tasks.probe"
+RESULTS_STREAM = "mailcli:results"
+SINK_GROUP = "sink"
+
+# A job's emails: small conversations of one priority share a job so RQ's per-job cost (~4 ms
+# in-process) stays a small fraction of the work; a large conversation has a job of its own.
+JOB_MAX_EMAILS = 40
+JOB_MAX_CONVERSATIONS = 40
+# LLM phases take seconds per email: the timeout grows with the job, with a floor.
+JOB_TIMEOUT_BASE = 120
+JOB_TIMEOUT_PER_EMAIL = 60
+RETRY = Retry(max=3, interval=[2, 8, 30])  # exponential backoff, in seconds
+RESULT_TTL = 600
+FAILURE_TTL = 7 * 24 * 3600
+
+
+def queue_name(priority: str) -> str:
+    return QUEUE_PREFIX + priority
+
+
+def queues(conn: redis.Redis) -> list[Queue]:
+    return [Queue(queue_name(p), connection=conn, serializer=JSONSerializer) for p in PRIORITIES]
+
+
+def queue_for(conn: redis.Redis, priority: str) -> Queue:
+    return Queue(queue_name(priority), connection=conn, serializer=JSONSerializer)
+
+
+def job_id_for(conversations: Sequence[dict[str, Any]]) -> str:
+    """Same conversations at the same revisions -> same id: a re-ingest never duplicates work."""
+    h = hashlib.sha1()
+    for c in sorted(conversations, key=lambda c: c["conversation_id"]):
+        h.update(f"{c['conversation_id']}\x00{c.get('revision', 0)}\x00".encode())
+    opts = conversations[0].get("options", {}) if conversations else {}
+    h.update(f"{opts.get('max_phase')}{opts.get('all_phases')}{opts.get('force')}".encode())
+    return "mailcli-" + h.hexdigest()[:24]
+
+
+def group_into_jobs(
+    conversations: Sequence[dict[str, Any]], max_emails: int = JOB_MAX_EMAILS
+) -> list[list[dict[str, Any]]]:
+    """Pack conversations (already of one priority) into jobs of at most `max_emails` emails."""
+    jobs: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for conv in conversations:
+        n = len(conv["emails"])
+        if current and (size + n > max_emails or len(current) >= JOB_MAX_CONVERSATIONS):
+            jobs.append(current)
+            current, size = [], 0
+        current.append(conv)
+        size += n
+    if current:
+        jobs.append(current)
+    return jobs
+
+
+def job_timeout(n_emails: int) -> int:
+    return JOB_TIMEOUT_BASE + JOB_TIMEOUT_PER_EMAIL * n_emails
+
+
+def enqueue_conversations(conn: redis.Redis, priority: str, conversations: list[dict[str, Any]]) -> Job | None:
+    """Enqueue one job for these conversations; None when that very job is already waiting or running."""
+    job_id = job_id_for(conversations)
+    q = queue_for(conn, priority)
+    try:
+        existing = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+        status = existing.get_status(refresh=False)
+        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            return None
+        existing.delete()
+    except Exception:  # NoSuchJobError, or an unreadable leftover
+        pass
+    n_emails = sum(len(c["emails"]) for c in conversations)
+    return q.enqueue(
+        TASK,
+        {"conversations": conversations},
+        job_id=job_id,
+        job_timeout=job_timeout(n_emails),
+        result_ttl=RESULT_TTL,
+        failure_ttl=FAILURE_TTL,
+        retry=RETRY,
+        description=f"analyse {len(conversations)} conversations ({n_emails} emails)",
+        meta={"conversations": [c["conversation_id"] for c in conversations], "emails": n_emails},
+    )
+
+
+def requeue_started(conn: redis.Redis, job_id: str) -> bool:
+    """Put a job whose worker died back at the front of its queue, at once, without using a retry.
+
+    RQ itself notices an abandoned job only when its execution's TTL lapses (minutes); the
+    supervisor knows the worker is dead now.
+    """
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+    except Exception:
+        return False
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return False
+    q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
+    registry = StartedJobRegistry(job.origin, connection=conn, serializer=JSONSerializer)
+    job.started_at = None
+    job.ended_at = None
+    with conn.pipeline() as pipe:
+        registry.remove_executions(job, pipeline=pipe)
+        q._enqueue_job(job, pipeline=pipe, at_front=True)
+        pipe.execute()
+    return True
+
+
+def queue_depths(conn: redis.Redis) -> dict[str, dict[str, int]]:
+    out = {}
+    with conn.pipeline(transaction=False) as pipe:
+        for p in PRIORITIES:
+            name = queue_name(p)
+            pipe.llen(f"rq:queue:{name}")
+            pipe.zcard(f"rq:wip:{name}")
+            pipe.zcard(f"rq:failed:{name}")
+            pipe.zcard(f"rq:scheduled:{name}")
+        values = pipe.execute()
+    for i, p in enumerate(PRIORITIES):
+        queued, started, failed, scheduled = values[i * 4 : i * 4 + 4]
+        out[p] = {"queued": queued, "started": started, "failed": failed, "retrying": scheduled}
+    return out
+
+
+def failed_jobs(conn: redis.Redis, limit: int = 100) -> list[Job]:
+    jobs = []
+    for p in PRIORITIES:
+        reg = FailedJobRegistry(queue_name(p), connection=conn, serializer=JSONSerializer)
+        for job_id in reg.get_job_ids(0, limit - 1):
+            try:
+                jobs.append(Job.fetch(job_id, connection=conn, serializer=JSONSerializer))
+            except Exception:
+                continue
+    return jobs

@@ -1,0 +1,253 @@
+"""Between SQLite and the analysis: job payloads out, results in (idempotently).
+
+Only the coordinator (ingest, `analyze --inline`, the pool's feeder and sink) calls these; workers
+see nothing but the payload and return nothing but the result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mailcli.config import Settings
+from mailcli.store.db import Store, now_iso
+
+OWED_STATUSES = ("pending",)
+
+
+def analysis_options(settings: Settings, *, all_phases: bool = False, max_phase: int = 3, force: bool = False) -> dict:
+    return {
+        "own_domains": list(settings.own_domains),
+        "partner_domains": list(settings.partner_domains),
+        "key_senders": list(settings.key_senders),
+        "phase2_model": settings.phase2_model,
+        "phase3_model": settings.phase3_model,
+        "all_phases": all_phases,
+        "max_phase": max_phase,
+        "force": force,
+    }
+
+
+def mark_for_analysis(
+    store: Store,
+    *,
+    conversation_id: str | None = None,
+    statuses: Sequence[str] = ("pending", "partial", "failed"),
+    reanalyze: bool = False,
+    all_phases: bool = False,
+    max_phase: int = 3,
+) -> int:
+    """`mailcli analyze`: make conversations owed again. Returns how many are now pending."""
+    where, params = [], []
+    if conversation_id is not None:
+        where.append("id = ?")
+        params.append(conversation_id)
+    elif not reanalyze:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(statuses)
+    sql = (
+        "UPDATE conversations SET status = 'pending', want_all_phases = ?, force = ?, max_phase = ?,"
+        " revision = revision + 1, updated_at = ?" + (" WHERE " + " AND ".join(where) if where else "")
+    )
+    with store.conn:
+        cur = store.conn.execute(sql, [int(all_phases), int(reanalyze), max_phase, now_iso(), *params])
+    return cur.rowcount
+
+
+def pending_ids(store: Store, limit: int | None = None, *, status: str = "pending") -> list[str]:
+    sql = "SELECT id FROM conversations WHERE status = ? ORDER BY first_date, id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [r[0] for r in store.conn.execute(sql, (status,))]
+
+
+def conversation_payloads(store: Store, ids: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+    """Everything a worker needs to analyse these conversations, in the order given."""
+    if not ids:
+        return []
+    c = store.conn
+    marks = ",".join("?" * len(ids))
+    convs = {
+        row[0]: row
+        for row in c.execute(
+            f"SELECT c.id, c.revision, c.want_all_phases, c.force, c.max_phase, c.queue_priority, c.priority,"
+            f" ca.phase3_key FROM conversations c LEFT JOIN conversation_analysis ca ON ca.conversation_id = c.id"
+            f" WHERE c.id IN ({marks})",
+            list(ids),
+        )
+    }
+    emails: dict[str, list[dict[str, Any]]] = {cid: [] for cid in ids}
+    for row in c.execute(
+        f"SELECT e.rowid, e.id, e.conversation_id, e.subject, e.body, e.from_addr, e.importance, e.date,"
+        f" ea.phase2_key FROM emails e LEFT JOIN email_analysis ea ON ea.email_rowid = e.rowid"
+        f" WHERE e.conversation_id IN ({marks}) ORDER BY e.date IS NULL, e.date, e.rowid",
+        list(ids),
+    ):
+        emails[row[2]].append(
+            {
+                "rowid": row[0],
+                "id": row[1],
+                "subject": row[3],
+                "body": row[4],
+                "from": row[5],
+                "importance": row[6],
+                "date": row[7],
+                "phase2_key": row[8],
+            }
+        )
+    out = []
+    for cid in ids:
+        conv = convs.get(cid)
+        if conv is None:
+            continue  # merged into another conversation since it was chosen
+        _, revision, all_phases, force, max_phase, queue_priority, priority, phase3_key = conv
+        out.append(
+            {
+                "conversation_id": cid,
+                "revision": revision,
+                "queue_priority": queue_priority,
+                "priority": priority,
+                "phase3_key": phase3_key,
+                "emails": emails[cid],
+                "options": analysis_options(
+                    settings, all_phases=bool(all_phases), max_phase=int(max_phase), force=bool(force)
+                ),
+            }
+        )
+    return out
+
+
+def apply_results(
+    store: Store, results: Iterable[dict[str, Any]], *, job_id: str | None = None, commit: bool = True
+) -> int:
+    """Write analysis results in one transaction. Applying the same result twice changes nothing.
+
+    With commit=False the caller owns the transaction (the sink batches several jobs in one).
+    """
+    if commit:
+        with store.conn:
+            return _apply(store.conn, results, job_id)
+    return _apply(store.conn, results, job_id)
+
+
+def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
+    ts = now_iso()
+    n = 0
+    for r in results:
+        cid = r["conversation_id"]
+        row = c.execute("SELECT revision FROM conversations WHERE id = ?", (cid,)).fetchone()
+        if row is None:
+            continue  # merged away while the job ran; the survivor is pending and will be analysed
+        for e in r["emails"]:
+            p2 = e.get("phase2")
+            if p2 is not None and p2.get("cached"):
+                c.execute(
+                    "INSERT INTO email_analysis (email_rowid, conversation_id, phase1, priority, analyzed_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (email_rowid) DO UPDATE SET"
+                    " conversation_id = excluded.conversation_id, phase1 = excluded.phase1,"
+                    " priority = excluded.priority, analyzed_at = excluded.analyzed_at",
+                    (e["rowid"], cid, json.dumps(e["phase1"]), e["priority"], ts),
+                )
+                continue
+            c.execute(
+                "INSERT INTO email_analysis (email_rowid, conversation_id, phase1, priority, phase2, phase2_key,"
+                " analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_rowid) DO UPDATE SET"
+                " conversation_id = excluded.conversation_id, phase1 = excluded.phase1,"
+                " priority = excluded.priority,"
+                # a phase 2 answer owed but not obtained keeps the previous one, if any
+                " phase2 = coalesce(excluded.phase2, email_analysis.phase2),"
+                " phase2_key = coalesce(excluded.phase2_key, email_analysis.phase2_key),"
+                " analyzed_at = excluded.analyzed_at",
+                (
+                    e["rowid"],
+                    cid,
+                    json.dumps(e["phase1"]),
+                    e["priority"],
+                    json.dumps(p2) if p2 is not None else None,
+                    e.get("phase2_key"),
+                    ts,
+                ),
+            )
+        p3 = r.get("phase3")
+        comp = r["completeness"]
+        detail = json.dumps({"completeness": comp, "plan": r.get("plan"), "missing": r.get("missing", [])})
+        keep3 = p3 is None or p3.get("cached")
+        c.execute(
+            "INSERT INTO conversation_analysis (conversation_id, completeness, is_complete, tier, detail,"
+            " phase3, phase3_key, status, job_id, analyzed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (conversation_id) DO UPDATE SET completeness = excluded.completeness,"
+            " is_complete = excluded.is_complete, tier = excluded.tier, detail = excluded.detail,"
+            + (
+                " phase3 = conversation_analysis.phase3, phase3_key = conversation_analysis.phase3_key,"
+                if keep3
+                else " phase3 = excluded.phase3, phase3_key = excluded.phase3_key,"
+            )
+            + " status = excluded.status, job_id = excluded.job_id, analyzed_at = excluded.analyzed_at",
+            (
+                cid,
+                comp["score"],
+                int(comp["is_complete"]),
+                comp["tier"],
+                detail,
+                None if keep3 else json.dumps(p3),
+                None if keep3 else r.get("phase3_key"),
+                r["status"],
+                job_id,
+                ts,
+            ),
+        )
+        for call in r.get("llm_calls", []):
+            record_call(c, call, cid, ts)
+        # a result for an older revision (emails joined while the job ran) is kept, but the
+        # conversation stays owed so the new emails are analysed too
+        stale = int(r.get("revision", 0)) < int(row[0])
+        c.execute(
+            "UPDATE conversations SET status = ?, priority = ?, error = ?, force = 0, updated_at = ?"
+            " WHERE id = ?",
+            (
+                "pending" if stale else r["status"],
+                r["priority"],
+                "; ".join(r.get("missing", [])) or None,
+                ts,
+                cid,
+            ),
+        )
+        n += 1
+    return n
+
+
+def record_call(c, call: dict[str, Any], conversation_id: str, ts: str) -> None:
+    c.execute(
+        "INSERT OR IGNORE INTO llm_calls (call_key, conversation_id, email_rowid, phase, model, prompt_version,"
+        " input_hash, host, duration_ms, prompt_eval_count, eval_count, done_reason, http_status, attempt,"
+        " outcome, error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            call["call_key"],
+            conversation_id,
+            call.get("email_rowid"),
+            call["phase"],
+            call["model"],
+            call["prompt_version"],
+            call["input_hash"],
+            call.get("host"),
+            call.get("duration_ms"),
+            call.get("prompt_eval_count"),
+            call.get("eval_count"),
+            call.get("done_reason"),
+            call.get("http_status"),
+            call.get("attempt", 1),
+            call["outcome"],
+            call.get("error"),
+            call.get("created_at", ts),
+        ),
+    )
+
+
+def mark_failed(store: Store, conversation_ids: Sequence[str], error: str) -> None:
+    ts = now_iso()
+    with store.conn:
+        store.conn.executemany(
+            "UPDATE conversations SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
+            [(error[:500], ts, cid) for cid in conversation_ids],
+        )

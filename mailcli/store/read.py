@@ -1,0 +1,156 @@
+"""Reading results: the export record of SPEC §5, and the rows behind `results` and `show`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from mailcli.store.db import Store
+
+_EXPORT_SQL = """
+SELECT e.rowid, e.id, e.message_id, e.conversation_id, e.subject, e.from_addr, e.from_name, e.date,
+       ea.phase1, ea.phase2, c.status, ca.completeness, ca.is_complete, ca.tier, ca.phase3
+FROM emails e
+JOIN conversations c ON c.id = e.conversation_id
+LEFT JOIN email_analysis ea ON ea.email_rowid = e.rowid
+LEFT JOIN conversation_analysis ca ON ca.conversation_id = e.conversation_id
+{where}
+ORDER BY e.conversation_id, e.date IS NULL, e.date, e.rowid
+"""
+
+
+def email_status(conversation_status: str, has_phase1: bool) -> str:
+    if conversation_status in ("analyzed", "partial", "failed"):
+        if conversation_status == "failed" or not has_phase1:
+            return "failed" if conversation_status == "failed" else "pending"
+        return conversation_status
+    return "pending"  # pending or queued
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def export_records(store: Store, *, conversation_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """One SPEC §5 record per email, streamed (no full result set in memory)."""
+    where, params = "", ()
+    if conversation_id:
+        where, params = "WHERE e.conversation_id = ?", (conversation_id,)
+    cur = store.conn.execute(_EXPORT_SQL.format(where=where), params)
+    for (_rowid, eid, mid, cid, subject, from_addr, from_name, date, p1, p2, cstatus, score, complete, tier, p3) in cur:
+        has_p1 = p1 is not None
+        yield {
+            "id": eid,
+            "message_id": mid,
+            "conversation_id": cid,
+            "subject": subject,
+            "from": f"{from_name} <{from_addr}>" if from_name and from_addr else from_addr,
+            "date": date,
+            "phase1": _loads(p1),
+            "phase2": _loads(p2),
+            "conversation": {
+                "completeness": score,
+                "is_complete": bool(complete) if complete is not None else None,
+                "tier": tier,
+                "phase3": _loads(p3),
+            },
+            "status": email_status(cstatus, has_p1),
+        }
+
+
+CSV_COLUMNS = [
+    "id", "message_id", "conversation_id", "subject", "from", "date", "status",
+    "priority", "workflow_state", "urgency_score", "financial_impact", "sender_category",
+    "po_numbers", "quote_numbers", "case_numbers", "part_numbers", "amounts", "dates",
+    "emails", "phones", "detected_patterns",
+    "completeness", "is_complete", "tier", "phase2_source", "phase2_summary", "phase3_source",
+    "phase3_executive_summary",
+]  # fmt: skip
+
+
+def csv_row(rec: dict[str, Any]) -> dict[str, Any]:
+    p1 = rec["phase1"] or {}
+    p2 = rec["phase2"] or {}
+    conv = rec["conversation"]
+    p3 = conv["phase3"] or {}
+    row = {k: rec[k] for k in ("id", "message_id", "conversation_id", "subject", "from", "date", "status")}
+    for k in ("priority", "workflow_state", "urgency_score", "financial_impact", "sender_category"):
+        row[k] = p1.get(k, "")
+    for k in ("po_numbers", "quote_numbers", "case_numbers", "part_numbers", "amounts", "dates", "emails",
+              "phones", "detected_patterns"):  # fmt: skip
+        row[k] = ";".join(str(v) for v in p1.get(k, []))
+    row["completeness"] = conv["completeness"] if conv["completeness"] is not None else ""
+    row["is_complete"] = "" if conv["is_complete"] is None else str(conv["is_complete"]).lower()
+    row["tier"] = conv["tier"] if conv["tier"] is not None else ""
+    row["phase2_source"] = p2.get("source", "")
+    row["phase2_summary"] = p2.get("summary", "")
+    row["phase3_source"] = p3.get("source", "")
+    row["phase3_executive_summary"] = p3.get("executive_summary", "")
+    return row
+
+
+def write_export(store: Store, out: io.TextIOBase, fmt: str = "jsonl") -> int:
+    n = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for rec in export_records(store):
+            writer.writerow(csv_row(rec))
+            n += 1
+    else:
+        for rec in export_records(store):
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def conversation_rows(
+    store: Store, *, priority: str | None = None, conversation_id: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Rows for `mailcli results`: one per conversation, most urgent first."""
+    where, params = [], []
+    if priority:
+        where.append("c.priority = ?")
+        params.append(priority)
+    if conversation_id:
+        where.append("c.id = ?")
+        params.append(conversation_id)
+    sql = (
+        "SELECT c.id, c.subject, c.email_count, c.status, c.priority, ca.completeness, ca.is_complete, ca.tier,"
+        " c.last_date, c.error FROM conversations c"
+        " LEFT JOIN conversation_analysis ca ON ca.conversation_id = c.id"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY CASE c.priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2"
+        " WHEN 'low' THEN 3 ELSE 4 END, c.last_date DESC, c.id LIMIT ?"
+    )
+    keys = ["id", "subject", "emails", "status", "priority", "completeness", "is_complete", "tier", "last_date",
+            "error"]  # fmt: skip
+    rows = []
+    for r in store.conn.execute(sql, [*params, limit]):
+        d = dict(zip(keys, r, strict=True))
+        d["is_complete"] = None if d["is_complete"] is None else bool(d["is_complete"])
+        rows.append(d)
+    return rows
+
+
+def conversation_detail(store: Store, conversation_id: str) -> dict[str, Any] | None:
+    """Everything `mailcli show` prints about one conversation."""
+    rows = conversation_rows(store, conversation_id=conversation_id, limit=1)
+    if not rows:
+        return None
+    conv = rows[0]
+    ca = store.conn.execute(
+        "SELECT detail, phase3 FROM conversation_analysis WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    conv["detail"] = _loads(ca[0]) if ca else None
+    conv["phase3"] = _loads(ca[1]) if ca else None
+    conv["messages"] = list(export_records(store, conversation_id=conversation_id))
+    return conv
+
+
+def rejects(store: Store, limit: int = 20) -> list[dict[str, Any]]:
+    cur = store.conn.execute("SELECT source, locator, reason FROM rejects ORDER BY id DESC LIMIT ?", (limit,))
+    return [{"source": s, "locator": loc, "reason": r} for s, loc, r in cur]
