@@ -1,0 +1,627 @@
+"""The one Ollama client: bounded concurrency, retries with backoff, a breaker and routing per host.
+
+    client = OllamaClient("http://gpu1:11434,http://gpu2:11434", max_in_flight=3)
+    result = client.chat("llama3.2:3b", [{"role": "user", "content": "..."}], format=SCHEMA,
+                         options={"temperature": 0.1, "seed": 7, "num_ctx": 8192})
+    result.content, result.attempts, result.eval_count
+
+One call is one or more HTTP attempts. Busy (503) and other 5xx answers, timeouts, refused or dropped
+connections and answers cut short are retried, on another host when one is free, else after an
+exponential backoff with full jitter. 400 and 404 are final: the request or the host's setup is wrong.
+Every attempt is reported to ``on_call`` so the caller can keep the ledger of LLM calls.
+
+The client is thread-safe: a job may run its phase 2 calls from a thread pool; ``max_in_flight``
+bounds the requests in flight for the whole client. ``transport`` is the test seam (httpx.MockTransport).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from mailcli.llm.errors import (
+    IncompleteResponse,
+    ModelNotFound,
+    OllamaBadRequest,
+    OllamaError,
+    OllamaUnavailable,
+)
+
+log = logging.getLogger("mailcli.llm")
+
+Outcome = Literal["ok", "retry", "error"]
+BreakerState = Literal["closed", "open", "half-open"]
+DEFAULT_PORT = 11434
+_ERROR_TEXT_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One HTTP attempt, as the call ledger needs it (never the prompt or the answer)."""
+
+    host: str
+    model: str | None
+    path: str
+    attempt: int
+    outcome: Outcome  # ok | retry (failed, another attempt follows) | error (failed, final)
+    status: int | None  # HTTP status; None when no answer came (refused, timeout, dropped)
+    duration_s: float
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
+    done_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A successful chat: the assistant's content and what Ollama reported about producing it."""
+
+    content: str
+    model: str
+    host: str
+    status: int
+    attempts: int
+    duration_s: float  # the whole call, retries and backoff included
+    done_reason: str | None = None
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
+    total_duration_ns: int | None = None
+    load_duration_ns: int | None = None
+    prompt_eval_duration_ns: int | None = None
+    eval_duration_ns: int | None = None
+    created_at: str | None = None
+
+
+OnCall = Callable[[CallRecord], None]
+
+
+def parse_hosts(hosts: str | Iterable[str]) -> list[str]:
+    """Base URLs from OLLAMA_HOST-style values, comma-separated or as a list, read as Ollama reads them.
+
+    ``gpu1`` and ``gpu1:11500`` get ``http://`` (port 11434 by default); an explicit ``http://`` or
+    ``https://`` without a port means 80 or 443, as in Ollama's envconfig. Duplicates are dropped.
+    """
+    items = hosts.split(",") if isinstance(hosts, str) else [h for part in hosts for h in str(part).split(",")]
+    out: list[str] = []
+    for item in items:
+        raw = item.strip().strip("\"'").strip()
+        if not raw:
+            continue
+        scheme, sep, rest = raw.partition("://")
+        if not sep:
+            scheme, rest, port = "http", raw, DEFAULT_PORT
+        else:
+            scheme = scheme.lower()
+            port = 443 if scheme == "https" else 80
+        hostport, _, path = rest.partition("/")
+        url = httpx.URL(f"{scheme}://{hostport}")
+        base = f"{scheme}://{_host_text(url.host)}:{url.port or port}"
+        path = path.strip("/")
+        if path:
+            base += "/" + path
+        if base not in out:
+            out.append(base)
+    if not out:
+        raise ValueError(f"no Ollama host in {hosts!r}: give a URL such as http://127.0.0.1:11434")
+    return out
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _Retryable(OllamaError):
+    """An attempt failed in a way another attempt may not (busy, 5xx, network, cut short)."""
+
+
+_RETRYABLE = (_Retryable, IncompleteResponse)
+
+
+class _Host:
+    """Routing and circuit-breaker state of one Ollama host; guarded by the client's lock."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.in_flight = 0
+        self.failures = 0  # consecutive
+        self.opened_at: float | None = None  # None: closed
+        self.probing = False
+        self.last_error: str | None = None
+
+    def state(self, now: float, cooldown: float) -> BreakerState:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self.probing or now - self.opened_at >= cooldown else "open"
+
+
+class OllamaClient:
+    """A thread-safe client for one or several Ollama hosts (see the module docstring)."""
+
+    def __init__(
+        self,
+        hosts: str | Sequence[str],
+        *,
+        max_in_flight: int = 3,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 120.0,
+        retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        breaker_threshold: int = 5,
+        breaker_cooldown: float = 30.0,
+        on_call: OnCall | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if retries < 0 or breaker_threshold < 1:
+            raise ValueError("retries must be 0 or more and breaker_threshold at least 1")
+        self._hosts = [_Host(url) for url in parse_hosts(hosts)]
+        self.max_in_flight = max_in_flight
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.breaker_threshold = breaker_threshold
+        self.breaker_cooldown = breaker_cooldown
+        self.on_call = on_call
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random.Random()
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._next = 0  # round-robin tie-break
+        self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
+                                      pool=connect_timeout)
+        connections = max_in_flight * len(self._hosts) + 2
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=self._timeout,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            # Ollama lives on loopback or the LAN: an HTTP(S)_PROXY meant for the internet must not intercept it.
+            trust_env=False,
+        )
+
+    # --- lifecycle
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> OllamaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h.url for h in self._hosts]
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        now = self._clock()
+        with self._lock:
+            return {h.url: h.state(now, self.breaker_cooldown) for h in self._hosts}
+
+    # --- inference
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        format: str | Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+        timeout: float | None = None,
+        on_call: OnCall | None = None,
+    ) -> ChatResult:
+        """POST /api/chat with ``stream: false``; ``format`` is "json" or a JSON schema."""
+        payload = self._chat_payload(model, messages, format, options, keep_alive, stream=False)
+        return self._chat(model, payload, timeout, on_call, stream=False, on_token=None)
+
+    def chat_stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        format: str | Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+        timeout: float | None = None,
+        on_call: OnCall | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> ChatResult:
+        """POST /api/chat streaming NDJSON, assembled into one result.
+
+        ``timeout`` bounds the silence between two chunks, not the whole answer. A stream that ends
+        without ``done: true`` is retried from the start (``on_token`` then sees the pieces again).
+        """
+        payload = self._chat_payload(model, messages, format, options, keep_alive, stream=True)
+        return self._chat(model, payload, timeout, on_call, stream=True, on_token=on_token)
+
+    def warm(self, model: str, *, keep_alive: str | float = "30m", timeout: float | None = None) -> list[str]:
+        """Load ``model`` on every reachable host and keep it loaded (an empty /api/generate).
+
+        Returns the hosts that loaded it; raises ModelNotFound if a host lacks it, OllamaUnavailable
+        if no host could load it.
+        """
+        warmed: list[str] = []
+        last: OllamaUnavailable | None = None
+        payload = {"model": model, "keep_alive": keep_alive, "stream": False}
+        for host in self._routable_hosts():
+            try:
+                self._call("POST", "/api/generate", payload, model=model, only=host, timeout=timeout)
+                warmed.append(host)
+            except OllamaUnavailable as exc:
+                last = exc
+        if not warmed:
+            raise last or OllamaUnavailable(f"no Ollama host is reachable to load {model!r}", model=model)
+        return warmed
+
+    # --- discovery
+
+    def version(self, host: str | None = None) -> str:
+        return str(self._call("GET", "/api/version", None, only=self._one(host))[0].get("version", ""))
+
+    def tags(self, host: str | None = None) -> list[str]:
+        """Names of the models pulled on ``host`` (any reachable host when None)."""
+        data, _ = self._call("GET", "/api/tags", None, only=self._one(host))
+        return [m.get("name") or m.get("model", "") for m in data.get("models") or []]
+
+    def ps(self, host: str | None = None) -> list[dict[str, Any]]:
+        """Models loaded in memory on ``host``, as /api/ps describes them (name, expires_at, size_vram...)."""
+        data, _ = self._call("GET", "/api/ps", None, only=self._one(host))
+        return list(data.get("models") or [])
+
+    def check_models(self, models: Iterable[str]) -> dict[str, list[str]]:
+        """For each model, the hosts that have it pulled; a host that does not answer has none."""
+        wanted = {m: _canonical(m) for m in models}
+        found: dict[str, list[str]] = {m: [] for m in wanted}
+        for host in self.hosts:
+            try:
+                data, _ = self._call("GET", "/api/tags", None, only=host, retries=0)
+            except OllamaError:
+                continue
+            have = {_canonical(m.get("name") or m.get("model", "")) for m in data.get("models") or []}
+            for model, name in wanted.items():
+                if name in have:
+                    found[model].append(host)
+        return found
+
+    # --- the call engine
+
+    @staticmethod
+    def _chat_payload(
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        format: str | Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+        keep_alive: str | float | None,
+        *,
+        stream: bool,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages], "stream": stream}
+        if format is not None:
+            payload["format"] = format if isinstance(format, str) else dict(format)
+        if options:
+            payload["options"] = dict(options)
+        if keep_alive is not None:
+            payload["keep_alive"] = keep_alive
+        return payload
+
+    def _chat(
+        self,
+        model: str,
+        payload: dict[str, Any],
+        timeout: float | None,
+        on_call: OnCall | None,
+        *,
+        stream: bool,
+        on_token: Callable[[str], None] | None,
+    ) -> ChatResult:
+        started = time.perf_counter()
+        data, (host, attempts) = self._call(
+            "POST", "/api/chat", payload, model=model, timeout=timeout, on_call=on_call,
+            stream=stream, on_token=on_token,
+        )
+        message = data.get("message") or {}
+        return ChatResult(
+            content=message.get("content") or "",
+            model=data.get("model") or model,
+            host=host,
+            status=200,
+            attempts=attempts,
+            duration_s=time.perf_counter() - started,
+            done_reason=data.get("done_reason"),
+            prompt_eval_count=data.get("prompt_eval_count"),
+            eval_count=data.get("eval_count"),
+            total_duration_ns=data.get("total_duration"),
+            load_duration_ns=data.get("load_duration"),
+            prompt_eval_duration_ns=data.get("prompt_eval_duration"),
+            eval_duration_ns=data.get("eval_duration"),
+            created_at=data.get("created_at"),
+        )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        model: str | None = None,
+        only: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        on_call: OnCall | None = None,
+        stream: bool = False,
+        on_token: Callable[[str], None] | None = None,
+    ) -> tuple[dict[str, Any], tuple[str, int]]:
+        """Send with retries; return (final JSON object, (host, attempts)) or raise an OllamaError."""
+        budget = 1 + (self.retries if retries is None else retries)
+        tried: set[str] = set()
+        backoffs = 0
+        last: OllamaError | None = None
+        for attempt in range(1, budget + 1):
+            with self._slots:
+                host = self._checkout(tried, only)
+                if host is None:
+                    raise self._breakers_open(model, only, attempt - 1, last)
+                t0 = time.perf_counter()
+                try:
+                    data = self._send(host.url, method, path, payload, model, timeout, stream, on_token)
+                except _RETRYABLE as exc:
+                    self._checkin(host, failed=True, error=str(exc))
+                    last = exc
+                    tried.add(host.url)
+                    outcome: Outcome = "error" if attempt == budget else "retry"
+                    self._report(on_call, host.url, model, path, attempt, outcome, exc.status, t0, error=str(exc))
+                    log.debug("ollama %s %s on %s: attempt %d failed: %s", path, model, host.url, attempt, exc)
+                except OllamaError as exc:
+                    self._checkin(host, failed=False)  # the host answered: it is healthy, the request is not
+                    self._report(on_call, host.url, model, path, attempt, "error", exc.status, t0, error=str(exc))
+                    raise
+                except BaseException:  # a caller's on_token raised, or an interrupt: keep the books straight
+                    self._checkin(host, failed=False)
+                    raise
+                else:
+                    self._checkin(host, failed=False)
+                    self._report(on_call, host.url, model, path, attempt, "ok", 200, t0,
+                                 prompt_eval_count=data.get("prompt_eval_count"),
+                                 eval_count=data.get("eval_count"), done_reason=data.get("done_reason"))
+                    return data, (host.url, attempt)
+            if attempt < budget and not self._fresh_host(tried, only):
+                # Nowhere new to go: wait before asking the same host(s) again (exponential, full jitter).
+                self._sleep(self._random.uniform(0, min(self.backoff_max, self.backoff_base * 2**backoffs)))
+                backoffs += 1
+        assert last is not None
+        where = only or ", ".join(self.hosts)
+        raise OllamaUnavailable(
+            f"Ollama unavailable for model {model!r} on {where}: {budget} attempt(s) failed; last: {last}",
+            model=model, host=last.host, status=last.status, attempts=budget, last_error=last,
+        ) from last
+
+    def _send(
+        self,
+        host: str,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        model: str | None,
+        timeout: float | None,
+        stream: bool,
+        on_token: Callable[[str], None] | None,
+    ) -> dict[str, Any]:
+        url = host + path
+        t = self._timeout
+        if timeout is not None:
+            t = httpx.Timeout(connect=t.connect, read=timeout, write=t.write, pool=t.pool)
+        try:
+            if not stream:
+                response = self._http.request(method, url, json=payload, timeout=t)
+                _check_status(response, host, model, path)
+                try:
+                    data = response.json()
+                except ValueError:
+                    raise _Retryable(f"{host} sent a body that is not JSON on {path}", host=host, model=model,
+                                     status=response.status_code) from None
+                if not isinstance(data, dict):
+                    raise _Retryable(f"{host} sent unexpected JSON on {path}", host=host, model=model, status=200)
+                if "error" in data:
+                    raise _Retryable(f"{host}: {_clip(data['error'])}", host=host, model=model, status=200)
+                if path in ("/api/chat", "/api/generate") and data.get("done") is not True:
+                    raise IncompleteResponse(f"{host} answered {path} without done:true", host=host, model=model,
+                                             status=200)
+                return data
+            with self._http.stream(method, url, json=payload, timeout=t) as response:
+                if response.status_code != 200:
+                    response.read()
+                _check_status(response, host, model, path)
+                return _assemble(response.iter_lines(), host, model, path, on_token)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"{host} timed out ({type(exc).__name__})", host=host, model=model) from None
+        except httpx.ConnectError as exc:
+            raise _Retryable(f"could not connect to {host} ({_clip(str(exc)) or type(exc).__name__})",
+                             host=host, model=model) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise _Retryable(f"{host} dropped the connection mid-answer ({type(exc).__name__}: {_clip(str(exc))})",
+                             host=host, model=model) from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{host}: {type(exc).__name__}: {_clip(str(exc))}", host=host, model=model) from None
+
+    # --- routing and breakers
+
+    def _one(self, host: str | None) -> str | None:
+        if host is None:
+            return None
+        url = parse_hosts(host)[0]
+        if url not in self.hosts:
+            raise ValueError(f"{host!r} is not one of this client's hosts: {', '.join(self.hosts)}")
+        return url
+
+    def _routable_hosts(self) -> list[str]:
+        states = self.breaker_states()
+        return [url for url, state in states.items() if state != "open"]
+
+    def _checkout(self, tried: set[str], only: str | None) -> _Host | None:
+        """Pick the host for the next attempt and count it in flight; None when every breaker is open.
+
+        Preference: a half-open host due for its probe, then hosts this call has not tried yet, then the
+        fewest requests in flight, then round robin.
+        """
+        now = self._clock()
+        with self._lock:
+            n = len(self._hosts)
+            ranked = []
+            for i, h in enumerate(self._hosts):
+                if only is not None and h.url != only:
+                    continue
+                state = h.state(now, self.breaker_cooldown)
+                if state == "open" or (state == "half-open" and h.probing):
+                    continue
+                ranked.append(((state != "half-open", h.url in tried, h.in_flight, (i - self._next) % n), i, h))
+            if not ranked:
+                return None
+            _, i, host = min(ranked, key=lambda r: r[0])
+            self._next = (i + 1) % n
+            if host.opened_at is not None:
+                host.probing = True
+            host.in_flight += 1
+            return host
+
+    def _checkin(self, host: _Host, *, failed: bool, error: str | None = None) -> None:
+        now = self._clock()
+        with self._lock:
+            host.in_flight -= 1
+            was_probe = host.probing
+            host.probing = False
+            if not failed:
+                host.failures = 0
+                host.opened_at = None
+                return
+            host.failures += 1
+            host.last_error = error
+            if was_probe or host.failures >= self.breaker_threshold:
+                if host.opened_at is None or was_probe:
+                    log.warning("ollama host %s: circuit breaker open after %d failure(s): %s",
+                                host.url, host.failures, error)
+                host.opened_at = now
+
+    def _fresh_host(self, tried: set[str], only: str | None) -> bool:
+        now = self._clock()
+        with self._lock:
+            return any(
+                h.url not in tried and h.state(now, self.breaker_cooldown) != "open"
+                for h in self._hosts
+                if only is None or h.url == only
+            )
+
+    def _breakers_open(self, model: str | None, only: str | None, attempts: int,
+                       last: OllamaError | None) -> OllamaUnavailable:
+        now = self._clock()
+        with self._lock:
+            hosts = [h for h in self._hosts if only is None or h.url == only]
+            waits = [max(0.0, self.breaker_cooldown - (now - h.opened_at)) for h in hosts if h.opened_at is not None]
+            cause = last.args[0] if last else next((h.last_error for h in hosts if h.last_error), None)
+        names = ", ".join(h.url for h in hosts)
+        message = f"Ollama unavailable for model {model!r}: circuit breaker open for {names}"
+        if waits:
+            message += f" (next probe in {min(waits):.0f}s)"
+        if cause:
+            message += f"; last error: {cause}"
+        return OllamaUnavailable(message, model=model, attempts=attempts, last_error=last)
+
+    def _report(
+        self, on_call: OnCall | None, host: str, model: str | None, path: str, attempt: int, outcome: Outcome,
+        status: int | None, t0: float, **fields: Any,
+    ) -> None:
+        record = CallRecord(host=host, model=model, path=path, attempt=attempt, outcome=outcome, status=status,
+                            duration_s=time.perf_counter() - t0, **fields)
+        for callback in (self.on_call, on_call):
+            if callback is not None:
+                callback(record)
+
+
+# --- helpers
+
+
+def _canonical(name: str) -> str:
+    name = name.strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _clip(text: Any) -> str:
+    text = str(text)
+    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
+
+
+def _server_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return _clip(response.text.strip())
+    if isinstance(data, dict) and "error" in data:
+        return _clip(data["error"])
+    return _clip(response.text.strip())
+
+
+def _check_status(response: httpx.Response, host: str, model: str | None, path: str) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    message = _server_message(response)
+    if status == 404 and model is not None and path in ("/api/chat", "/api/generate", "/api/show"):
+        raise ModelNotFound(model, host, message)
+    if status in (408, 429) or status >= 500:
+        raise _Retryable(f"{host} answered {status}: {message}", host=host, model=model, status=status)
+    what = f"model {model!r}" if model else path
+    raise OllamaBadRequest(f"Ollama at {host} rejected the request for {what} ({status}): {message}",
+                           host=host, model=model, status=status)
+
+
+def _assemble(
+    lines: Iterable[str], host: str, model: str | None, path: str, on_token: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """Fold an NDJSON stream into the final object, its ``message.content``/``response`` filled in."""
+    parts: list[str] = []
+    final: dict[str, Any] | None = None
+    chunks = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            chunk = json.loads(line)
+        except ValueError:
+            raise _Retryable(f"{host} sent a stream line that is not JSON on {path}", host=host, model=model,
+                             status=200) from None
+        if not isinstance(chunk, dict):
+            continue
+        if "error" in chunk:  # Ollama reports failures after the first chunk in-band
+            raise _Retryable(f"{host} failed mid-stream: {_clip(chunk['error'])}", host=host, model=model,
+                             status=200)
+        chunks += 1
+        piece = (chunk.get("message") or {}).get("content") if "message" in chunk else chunk.get("response")
+        if piece:
+            parts.append(piece)
+            if on_token is not None:
+                on_token(piece)
+        if chunk.get("done") is True:
+            final = chunk
+    if final is None:
+        raise IncompleteResponse(
+            f"stream from {host} ended without done:true after {chunks} chunk(s)", host=host, model=model, status=200
+        )
+    content = "".join(parts)
+    if "message" in final or path == "/api/chat":
+        final["message"] = {**(final.get("message") or {"role": "assistant"}), "content": content}
+    else:
+        final["response"] = content
+    return final
