@@ -1,0 +1,262 @@
+"""Entry point for reading exports: paths in, a stream of ``Email`` / ``Reject`` records out.
+
+    for record in iter_records("export.jsonl"):       # or .mbox, a .eml folder, a Maildir, "-"
+        ...
+
+Everything streams: files are read line by line (JSONL, mbox) or one message at a time (.eml,
+Maildir), so a 2 GB export needs no more memory than its largest message. Problems with one
+record become a :class:`Reject` and reading goes on; only a path that cannot be read at all
+raises :class:`InputError` (one line, naming the path and the fix).
+
+The format readers live next door: :mod:`mailcli.ingest.jsonl` (flat, Graph and Gmail JSON),
+:mod:`mailcli.ingest.mime` (mbox, .eml, Maildir) and :mod:`mailcli.ingest.text` (HTML,
+charsets, headers, dates).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from mailcli.ingest.jsonl import iter_jsonl
+from mailcli.ingest.mime import KNOWN_HEADERS, email_from_bytes, is_maildir, iter_maildir, iter_mbox
+from mailcli.ingest.model import Email, InputError, Reject
+
+__all__ = ["FORMATS", "Email", "InputError", "Reject", "detect_format", "iter_many", "iter_records"]
+
+FORMATS = ("auto", "jsonl", "mbox", "eml", "maildir")
+UNSUPPORTED = "not a supported export (expected .jsonl, .mbox, .eml or a Maildir)"
+
+_JSONL_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson"})
+_SNIFF_BYTES = 4096
+_BUFFER = 1 << 20  # large reads: the JSONL path is CPU-bound, not syscall-bound
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Windows PowerShell writes UTF-16 by default
+_HEADER_LINE_RE = re.compile(rb"([!-9;-~]+)[ \t]*:")  # RFC 5322 field name, then a colon
+# Bytes that do not occur in text: C0 controls other than \t \n \f \r and ESC, plus DEL.
+_TEXT_BYTES = bytes([7, 8, 9, 10, 12, 13, 27]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+
+
+# --------------------------------------------------------------------------------------------
+# Detection
+# --------------------------------------------------------------------------------------------
+
+
+def _is_binary(head: bytes) -> bool:
+    """NUL bytes, or undecodable noise with many control bytes: not an email export."""
+    if b"\x00" in head:
+        return True
+    try:
+        head.decode("utf-8")
+        return False
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3:
+            return False  # only a multi-byte character cut off by the sniff window
+    control = len(head.translate(None, _TEXT_BYTES))
+    return control > len(head) // 20  # legacy 8-bit text has next to none
+
+
+def _looks_like_headers(head: bytes) -> bool:
+    """The first lines are ``Name: value`` headers and include one that every email has."""
+    names = set()
+    for line in head.splitlines()[:200]:
+        if not line.strip():
+            break  # end of the header block
+        if line[:1] in (b" ", b"\t"):
+            continue  # folded continuation
+        match = _HEADER_LINE_RE.match(line)
+        if not match:
+            return False
+        names.add(match.group(1).decode("ascii").lower())
+    return bool(names & KNOWN_HEADERS)
+
+
+def _sniff(name: str, head: bytes) -> str:
+    """Format from a file name and its first bytes: a format name, "unsupported" or "binary"."""
+    suffix = os.path.splitext(name)[1].lower()
+    if head.startswith(_UTF16_BOMS):  # only JSONL is ever written as UTF-16 (by PowerShell)
+        text16 = head[: len(head) // 2 * 2].decode("utf-16", "replace").lstrip("\ufeff \r\n\t")
+        return "jsonl" if suffix in _JSONL_SUFFIXES or text16.startswith("{") else "unsupported"
+    if _is_binary(head):
+        return "binary"
+    if suffix in _JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix in (".mbox", ".mbx"):
+        return "mbox"
+    if suffix == ".eml":
+        return "eml"
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not text or text.startswith(b"{"):
+        return "jsonl"  # an empty file yields nothing whichever reader gets it
+    if text.startswith(b"From "):
+        return "mbox"
+    if _looks_like_headers(text):
+        return "eml"
+    return "unsupported"
+
+
+def detect_format(path: str | Path) -> str:
+    """What ``auto`` would read ``path`` as.
+
+    Returns ``"maildir"`` (a directory with cur/ and new/), ``"dir"`` (any other directory: each
+    file is detected on its own), ``"jsonl"``, ``"mbox"``, ``"eml"``, or for a file that is none
+    of these ``"unsupported"`` / ``"binary"`` (reading it yields one Reject, never an exception).
+    Raises InputError when the path is missing or unreadable.
+    """
+    path = Path(path)
+    _check_readable(path)
+    if path.is_dir():
+        return "maildir" if is_maildir(path) else "dir"
+    with _open(path) as f:
+        return _sniff(path.name, _peek(f))
+
+
+# --------------------------------------------------------------------------------------------
+# Opening
+# --------------------------------------------------------------------------------------------
+
+
+def _check_readable(path: Path) -> None:
+    """Raise a one-line InputError for a path we cannot read at all."""
+    try:
+        if path.is_dir():
+            os.scandir(path).close()
+        else:
+            open(path, "rb").close()  # also works for /dev/stdin and <(process substitution)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist: check the path") from None
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied: check its permissions") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}: check the path") from None
+
+
+def _open(path: Path) -> BinaryIO:
+    return open(path, "rb", buffering=_BUFFER)
+
+
+def _peekable(f: BinaryIO) -> BinaryIO:
+    """A stream whose first bytes can be looked at without consuming them (pipes included)."""
+    return f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
+
+
+def _peek(f: BinaryIO) -> bytes:
+    return f.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]  # type: ignore[attr-defined]
+
+
+def _utf16_lines(f: BinaryIO) -> Iterator[bytes]:
+    """UTF-16 JSONL (PowerShell's Out-File) re-encoded as UTF-8 lines, still streaming."""
+    for line in io.TextIOWrapper(f, encoding="utf-16", errors="replace", newline=None):
+        yield line.encode("utf-8", "surrogatepass")
+
+
+# --------------------------------------------------------------------------------------------
+# One readable stream / file / directory
+# --------------------------------------------------------------------------------------------
+
+
+def _iter_stream(f: BinaryIO, source: str, name: str, fmt: str) -> Iterator[Email | Reject]:
+    """Read one open file in ``fmt`` ("auto" sniffs it). ``name`` is the .eml locator."""
+    head = _peek(f)
+    if not head:
+        return  # an empty file yields nothing
+    sniffed = _sniff(name, head)
+    if sniffed == "binary":
+        yield Reject(source, "file", f"binary data, {UNSUPPORTED}")
+        return
+    if fmt == "auto":
+        fmt = sniffed
+    if fmt == "unsupported":
+        yield Reject(source, "file", UNSUPPORTED)
+    elif fmt == "jsonl":
+        yield from iter_jsonl(_utf16_lines(f) if head.startswith(_UTF16_BOMS) else f, source)
+    elif fmt == "mbox":
+        yield from iter_mbox(f, source)
+    else:  # eml: one message, bounded in size
+        yield email_from_bytes(f.read(), source, name)
+
+
+def _iter_file(path: Path, fmt: str) -> Iterator[Email | Reject]:
+    source = str(path)
+    try:
+        f = _open(path)
+    except OSError as exc:  # inside a directory: one unreadable file must not stop the rest
+        yield Reject(source, "file", f"cannot read file: {exc.strerror or exc}")
+        return
+    with f:
+        yield from _iter_stream(f, source, path.name, fmt)
+
+
+def _iter_dir(root: Path, fmt: str) -> Iterator[Email | Reject]:
+    """Every file under ``root`` in name order; Maildirs inside are read as Maildirs.
+
+    Hidden files and folders (.DS_Store, .git) are skipped silently: they are never exports.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if is_maildir(here / d):
+                yield from iter_maildir(here / d, str(here / d))
+            else:
+                keep.append(d)
+        dirnames[:] = keep  # os.walk descends only into what is left
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield from _iter_file(here / name, fmt)
+
+
+def _iter_stdin(fmt: str) -> Iterator[Email | Reject]:
+    stdin = _peekable(sys.stdin.buffer)
+    if fmt == "auto":
+        # SPEC: "-" is JSONL. Piped mbox/.eml text is recognised too rather than producing one
+        # "invalid JSON" reject per line.
+        sniffed = _sniff("", _peek(stdin))
+        fmt = sniffed if sniffed in ("mbox", "eml") else "jsonl"
+    yield from _iter_stream(stdin, "-", "-", fmt)
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject]:
+    """Records from one path ("-" = stdin). Checks the path now, reads lazily.
+
+    Raises InputError right away (not on first ``next()``) for an unknown format, a missing or
+    unreadable path, or ``--format maildir`` on something that is not a Maildir.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if str(path) == "-":
+        if fmt == "maildir":
+            raise InputError("a Maildir cannot be read from stdin: pass its directory instead")
+        return _iter_stdin(fmt)
+    p = Path(path)
+    _check_readable(p)
+    if p.is_dir():
+        if is_maildir(p) and fmt in ("auto", "maildir", "eml"):  # a Maildir holds .eml files
+            return iter_maildir(p, str(p))
+        if fmt == "maildir":
+            raise InputError(
+                f"{p} is not a Maildir (no cur/ and new/ folders): check the path or use --format auto"
+            )
+        return _iter_dir(p, fmt)
+    if fmt == "maildir":
+        raise InputError(f"{p} is a file, not a Maildir: use --format auto")
+    return _iter_file(p, fmt)
+
+
+def iter_many(paths: Iterable[str | Path], fmt: str = "auto") -> Iterator[Email | Reject]:
+    """Records from several paths in order. Every path is checked before the first is read,
+    so a typo in the last path fails fast instead of after a long ingest."""
+    readers = [iter_records(p, fmt) for p in paths]
+    return itertools.chain.from_iterable(readers)
