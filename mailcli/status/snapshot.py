@@ -1,0 +1,825 @@
+"""`mailcli status` as data: one read-only snapshot of Redis, SQLite and Ollama, as plain dataclasses.
+
+    with StatusReader(settings) as reader:      # keeps its connections between refreshes (--watch)
+        snap = reader.snapshot()
+    snap.to_dict()                              # --json; mailcli.status.render draws it, prometheus formats it
+
+Reading never writes: Redis is read in three pipelined round trips (sets, every hash, queue depths), SQLite
+through a read-only connection with COUNT queries, Ollama with one short GET /api/ps per host, all
+hosts at once. Nothing here talks to the supervisor; it publishes, status reads what it published.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from mailcli.config import Settings
+from mailcli.llm.client import OllamaClient, parse_hosts
+from mailcli.llm.errors import OllamaError
+from mailcli.pool import state
+from mailcli.queue.jobs import PRIORITIES, RESULTS_STREAM, queue_depths, queue_name
+from mailcli.queue.redis_server import EmbeddedRedis, RedisUnavailable, connect, describe
+from mailcli.store.db import Store, StoreError
+
+STALE_AFTER = 10.0  # seconds without a heartbeat: the pool or worker is flagged stale
+RATE_MINUTES = 5  # "throughput now" and the ETA: emails per minute over this many minutes
+SPARK_MINUTES = 15  # bars in the throughput sparkline, one per minute, oldest first
+LEDGER_MINUTES = 5  # latency percentiles and calls/min from the llm_calls of this many minutes
+FAILURES_SHOWN = 5
+MMAP_SIZE = 1 << 30  # address space only; SQLite caps it at its compile-time maximum
+PROBE_TIMEOUT = 0.3  # seconds for each Ollama host to answer /api/ps
+REDIS_SOCKET_TIMEOUT = 2.0
+STORE_LOAD_SHARE = 0.1  # --watch: SQLite reads take at most this share of one core
+# The breakers live inside the worker processes; status re-derives them from the ledger with the
+# OllamaClient's default rule: this many consecutive failed attempts open a host for the cooldown.
+BREAKER_THRESHOLD = 5
+BREAKER_COOLDOWN = 30.0
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+# ledger outcomes of an attempt that got no usable HTTP answer (mailcli.analysis.llm_phases); the
+# others (ok, invalid, repair, fallback) are answers, whose duration is the latency
+FAILED_OUTCOMES = ("retry", "error")
+# mailcli.pool.feeder.PENDING_KEY (a test guards the copy): importing the feeder would pull the whole
+# analysis package into every `status` call
+PENDING_KEY = "mailcli:pending"
+
+
+# --------------------------------------------------------------------------------------------------
+# the snapshot
+
+
+class _Data:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass
+class RedisInfo(_Data):
+    where: str  # describe(settings): never holds a password
+    state: str  # ok | unreachable | not running (embedded server not started: nothing is queued in memory)
+    error: str | None = None
+    version: str | None = None
+    used_memory: int | None = None
+
+
+@dataclass
+class DatabaseInfo(_Data):
+    path: str
+    available: bool
+    error: str | None = None
+
+
+@dataclass
+class PoolInfo(_Data):
+    id: str
+    host: str
+    pid: int | None
+    remote_host: bool  # the supervisor runs on another host than this status
+    state: str  # running | stopping, as published
+    stale: bool  # no heartbeat for STALE_AFTER seconds: the supervisor is gone or wedged
+    uptime_s: float | None
+    heartbeat_age_s: float | None
+    min: int | None
+    max: int | None
+    target: int | None
+    current: int | None
+    decision: str  # the reason of the last scaling decision
+    workers_only: bool  # started with --remote: no feeder, sink or SQLite on its host
+    burst: bool
+    window: int | None
+    max_memory_mb: float | None
+    recovered: int  # jobs requeued from dead workers
+    replaced: int  # workers replaced after dying, recycling or being killed
+    crash_reason: str
+
+
+@dataclass
+class WorkerInfo(_Data):
+    name: str
+    pool: str
+    host: str
+    pid: int | None
+    state: str  # starting | idle | busy | stopped
+    stale: bool
+    job_id: str
+    job_age_s: float | None
+    jobs_done: int
+    jobs_failed: int
+    rss_bytes: int | None
+    rss_limit_bytes: int | None  # the pool's --max-memory; None without a limit
+    cpu_percent: float | None
+    heartbeat_age_s: float | None
+
+
+@dataclass
+class QueueDepth(_Data):
+    priority: str
+    queued: int
+    started: int
+    failed: int
+    retrying: int
+
+
+@dataclass
+class QueuesInfo(_Data):
+    known: bool  # False when Redis could not be read
+    priorities: list[QueueDepth] = field(default_factory=list)
+    pending: int | None = None  # conversations waiting in SQLite, not yet in Redis
+    pending_from: str | None = None  # sqlite | redis (the count a coordinator publishes)
+    in_flight: int | None = None  # conversations SQLite has handed to Redis (status queued)
+    window: int | None = None  # the feeder's bound on in_flight
+    unsaved_results: int | None = None  # results computed by workers, not yet written to SQLite
+
+
+@dataclass
+class PhaseProgress(_Data):
+    phase: int
+    done: int  # emails with this phase's result
+    total: int  # emails in the store
+    fallbacks: int = 0  # results stored as source "fallback" (phases 2 and 3)
+
+
+@dataclass
+class ProgressInfo(_Data):
+    known: bool
+    emails: int = 0
+    conversations: dict[str, int] = field(default_factory=dict)  # by status
+    phases: list[PhaseProgress] = field(default_factory=list)
+    tiers: dict[str, int] = field(default_factory=dict)  # analysed conversations per tier ("1", "2", "3")
+    tier_emails: dict[str, int] = field(default_factory=dict)  # their emails: tier 3 owes phase 3, 2 and 3 phase 2
+    remaining: int = 0  # emails of pending or queued conversations
+    rate_per_min: float = 0.0  # emails analysed per minute, over the last RATE_MINUTES
+    per_minute: list[int] = field(default_factory=list)  # last SPARK_MINUTES minutes, oldest first
+    sparkline: str = ""
+    eta_s: float | None = None
+    rejects: int = 0
+    as_of: str | None = None  # when SQLite was read (--watch may reuse a recent reading)
+    read_ms: float | None = None  # what reading it cost
+
+
+@dataclass
+class OllamaHost(_Data):
+    url: str
+    configured: bool  # in this host's OLLAMA_HOST (only those are probed)
+    reachable: bool | None  # None: not probed
+    error: str | None
+    loaded_models: list[str]
+    calls_per_min: float
+    p50_ms: float | None
+    p95_ms: float | None
+    errors: int  # failed attempts in the ledger window
+    breaker: str | None  # closed | open | half-open, derived from the ledger; None without recent calls
+
+
+@dataclass
+class OllamaInfo(_Data):
+    hosts: list[OllamaHost] = field(default_factory=list)
+    window_min: int = LEDGER_MINUTES
+    fallbacks: dict[str, int] = field(default_factory=dict)  # phase ("2", "3") -> results stored as fallback
+
+
+@dataclass
+class Failure(_Data):
+    kind: str  # conversation | job
+    id: str
+    at: str | None  # ISO 8601
+    message: str  # one line
+
+
+@dataclass
+class Snapshot(_Data):
+    taken_at: str
+    observer: str  # the host status ran on
+    took_ms: float
+    redis: RedisInfo
+    database: DatabaseInfo
+    pools: list[PoolInfo]
+    workers: list[WorkerInfo]
+    queues: QueuesInfo
+    progress: ProgressInfo
+    ollama: OllamaInfo
+    failures: list[Failure]
+    notes: list[str]
+
+    @property
+    def pool_running(self) -> bool:
+        return any(not p.stale for p in self.pools)
+
+    @property
+    def redis_unreachable(self) -> bool:
+        return self.redis.state == "unreachable"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pool_running"] = self.pool_running
+        return d
+
+
+# --------------------------------------------------------------------------------------------------
+# pure helpers
+
+
+def sparkline(values: list[int]) -> str:
+    """One character per value, ▁ (zero or least) to █ (the largest)."""
+    top = max(values, default=0)
+    if top <= 0:
+        return SPARK_CHARS[0] * len(values)
+    return "".join(SPARK_CHARS[min(7, math.ceil(v / top * 7))] if v > 0 else SPARK_CHARS[0] for v in values)
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def is_host_failure(outcome: str, http_status: int | None) -> bool:
+    """An attempt that counts against a host's breaker: no answer, a 5xx, busy; not a 4xx (the request
+    was wrong, the host is fine) and not an answer the schema check rejected (ok, invalid, repair, fallback)."""
+    if outcome not in FAILED_OUTCOMES:
+        return False
+    return not (http_status is not None and 400 <= http_status < 500 and http_status not in (408, 429))
+
+
+def breaker_state(attempts: list[tuple[str, int | None, float]], now: float) -> str | None:
+    """A host's breaker as its clients hold it, from its attempts (outcome, http status, epoch), oldest first."""
+    if not attempts:
+        return None
+    trailing = 0
+    for outcome, status, _ in reversed(attempts):
+        if not is_host_failure(outcome, status):
+            break
+        trailing += 1
+    if trailing < BREAKER_THRESHOLD:
+        return "closed"
+    last_failure_at = attempts[-1][2]
+    return "open" if now - last_failure_at < BREAKER_COOLDOWN else "half-open"
+
+
+def sqlite_due(since_last_read: float, last_cost: float, load_share: float = STORE_LOAD_SHARE) -> bool:
+    """Read SQLite again? Only when doing so keeps the reads under `load_share` of one core."""
+    return since_last_read >= last_cost / load_share
+
+
+def one_line(text: str | None, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _age(now: float, epoch: Any) -> float | None:
+    t = _float(epoch)
+    if not t:
+        return None
+    return round(max(0.0, now - t), 1)  # another host's clock may run ahead
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def pool_info(h: dict[str, str], now: float, observer: str) -> PoolInfo:
+    beat = _age(now, h.get("heartbeat"))
+    return PoolInfo(
+        id=h.get("id", ""),
+        host=h.get("host", ""),
+        pid=_int(h.get("pid")),
+        remote_host=bool(h.get("host")) and h.get("host") != observer,
+        state=h.get("state", ""),
+        stale=beat is None or beat > STALE_AFTER,
+        uptime_s=_age(now, h.get("started")),
+        heartbeat_age_s=beat,
+        min=_int(h.get("min")),
+        max=_int(h.get("max")),
+        target=_int(h.get("target")),
+        current=_int(h.get("current")),
+        decision=h.get("decision", ""),
+        workers_only=h.get("remote") == "1",
+        burst=h.get("burst") == "1",
+        window=_int(h.get("window")),
+        max_memory_mb=_float(h.get("max_memory_mb")),
+        recovered=_int(h.get("recovered")) or 0,
+        replaced=_int(h.get("replaced")) or 0,
+        crash_reason=one_line(h.get("crash_reason")),
+    )
+
+
+def worker_info(h: dict[str, str], now: float, limits: dict[str, float]) -> WorkerInfo:
+    beat = _age(now, h.get("heartbeat"))
+    limit_mb = limits.get(h.get("pool", ""))
+    job_id = h.get("job_id", "")
+    return WorkerInfo(
+        name=h.get("name", ""),
+        pool=h.get("pool", ""),
+        host=h.get("host", ""),
+        pid=_int(h.get("pid")),
+        state=h.get("state", ""),
+        stale=beat is None or beat > STALE_AFTER,
+        job_id=job_id,
+        job_age_s=_age(now, h.get("job_started")) if job_id else None,
+        jobs_done=_int(h.get("jobs_done")) or 0,
+        jobs_failed=_int(h.get("jobs_failed")) or 0,
+        rss_bytes=_int(h.get("rss")),
+        rss_limit_bytes=int(limit_mb * 2**20) if limit_mb else None,
+        cpu_percent=_float(h.get("cpu")),
+        heartbeat_age_s=beat,
+    )
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """The password in REDIS_URL, in every spelling it may take in an error message."""
+    url = settings.redis_url or ""
+    found = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found.append(parts.password)
+        found.extend(parse_qs(parts.query).get("password", []))
+    except ValueError:
+        pass
+    out = set()
+    for s in found:
+        if s:
+            out.update({s, unquote(s)})
+    return sorted(out, key=len, reverse=True)
+
+
+def scrub(obj: Any, secrets: list[str]) -> Any:
+    """Replace every secret in every string of a dataclass tree, in place; returns obj."""
+    if not secrets:
+        return obj
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, str):
+            for s in secrets:
+                v = v.replace(s, "***")
+            return v
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {clean(k): clean(x) for k, x in v.items()}
+        if is_dataclass(v) and not isinstance(v, type):
+            for f in fields(v):
+                setattr(v, f.name, clean(getattr(v, f.name)))
+            return v
+        return v
+
+    return clean(obj)
+
+
+# --------------------------------------------------------------------------------------------------
+# SQLite
+
+
+def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, list[Failure], dict[str, int]]:
+    """Counts from the store: COUNTs over indexes, plus one pass over email_analysis (phase 2 and its
+    fallbacks) and two over conversation_analysis (tiers and phase 3; throughput).
+
+    Measured on 100,000 emails: the email_analysis pass is most of the cost; the partial index
+    suggested in docs/metrics.md ("Cost") turns it into an index scan.
+    """
+    q = conn.execute
+    conversations = dict(q("SELECT status, count(*) FROM conversations GROUP BY status").fetchall())
+    remaining = q(
+        "SELECT coalesce(sum(email_count), 0) FROM conversations WHERE status IN ('pending', 'queued')"
+    ).fetchone()[0]
+    total = q("SELECT count(*) FROM emails").fetchone()[0]
+    rejects = q("SELECT count(*) FROM rejects").fetchone()[0]
+    phase1 = q("SELECT count(*) FROM email_analysis").fetchone()[0]
+    # Written so that an index ON email_analysis (json_extract(phase2, '$.source')) WHERE phase2 IS NOT NULL
+    # answers it; without one it is a single pass that parses only the phase 2 rows.
+    phase2, fallback2 = q(
+        "SELECT count(*), coalesce(sum(json_extract(phase2, '$.source') = 'fallback'), 0)"
+        " FROM email_analysis WHERE phase2 IS NOT NULL"
+    ).fetchone()
+    tiers: dict[str, int] = {}
+    tier_emails: dict[str, int] = {}
+    phase3 = fallback3 = 0
+    # CROSS JOIN keeps this order: one pass over the analyses, a primary-key lookup each
+    for tier, n, emails, p3_emails, f3 in q(
+        "SELECT ca.tier, count(*), coalesce(sum(c.email_count), 0),"
+        " coalesce(sum(CASE WHEN ca.phase3 IS NOT NULL THEN c.email_count END), 0),"
+        " coalesce(sum(json_extract(ca.phase3, '$.source') = 'fallback'), 0)"
+        " FROM conversation_analysis ca CROSS JOIN conversations c ON c.id = ca.conversation_id GROUP BY ca.tier"
+    ):
+        tiers[str(tier)] = n
+        tier_emails[str(tier)] = emails
+        phase3 += p3_emails
+        fallback3 += f3
+    per_minute = [0] * SPARK_MINUTES
+    # Emails analysed per minute (minute 0: the last 60 s). A job's results are written with one
+    # timestamp for the conversation and its emails, so the conversation's analyzed_at times its
+    # email count is email_analysis.analyzed_at counted, at a quarter of the rows to read.
+    for ago, n in q(
+        "SELECT CAST((? - julianday(ca.analyzed_at)) * 1440 AS INTEGER) AS ago, sum(c.email_count)"
+        " FROM conversation_analysis ca CROSS JOIN conversations c ON c.id = ca.conversation_id"
+        " WHERE ca.analyzed_at >= ? GROUP BY ago",
+        (now / 86400.0 + 2440587.5, _iso(now - SPARK_MINUTES * 60)),
+    ):
+        if ago is not None and 0 <= ago < SPARK_MINUTES:
+            per_minute[SPARK_MINUTES - 1 - ago] += n or 0
+    rate = sum(per_minute[-RATE_MINUTES:]) / RATE_MINUTES
+    eta = remaining / rate * 60 if rate > 0 and remaining > 0 else None
+    progress = ProgressInfo(
+        known=True,
+        emails=total,
+        conversations=conversations,
+        phases=[
+            PhaseProgress(1, phase1, total),
+            PhaseProgress(2, phase2, total, fallback2),
+            PhaseProgress(3, phase3, total, fallback3),
+        ],
+        tiers=dict(sorted(tiers.items())),
+        tier_emails=dict(sorted(tier_emails.items())),
+        remaining=remaining,
+        rate_per_min=rate,
+        per_minute=per_minute,
+        sparkline=sparkline(per_minute),
+        eta_s=round(eta, 1) if eta is not None else None,
+        rejects=rejects,
+    )
+    failures = [
+        Failure("conversation", cid, at, one_line(error) or "failed")
+        for cid, error, at in q(
+            "SELECT id, error, updated_at FROM conversations WHERE status = 'failed'"
+            " ORDER BY updated_at DESC LIMIT ?",
+            (FAILURES_SHOWN,),
+        )
+    ]
+    return progress, failures, {"2": fallback2, "3": fallback3}
+
+
+def read_ledger(conn: sqlite3.Connection, now: float) -> dict[str, dict[str, Any]]:
+    """Per host: calls/min, p50/p95 of the attempts that got an answer (ms), failures, the derived breaker."""
+    rows = conn.execute(
+        "SELECT host, outcome, http_status, duration_ms, created_at FROM llm_calls"
+        " WHERE created_at >= ? ORDER BY created_at, id",
+        (_iso(now - LEDGER_MINUTES * 60),),
+    ).fetchall()
+    by_host: dict[str, list[tuple[str, int | None, float | None, float]]] = {}
+    for host, outcome, status, duration, created in rows:
+        by_host.setdefault(host or "", []).append((outcome, status, duration, _parse_iso(created) or now))
+    out = {}
+    for host, calls in by_host.items():
+        ok = sorted(d for o, _, d, _ in calls if o not in FAILED_OUTCOMES and d is not None)
+        out[host] = {
+            "calls_per_min": len(calls) / LEDGER_MINUTES,
+            "p50_ms": percentile(ok, 0.50),
+            "p95_ms": percentile(ok, 0.95),
+            "errors": sum(is_host_failure(o, s) for o, s, _, _ in calls),
+            "breaker": breaker_state([(o, s, t) for o, s, _, t in calls], now),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the reader
+
+
+class StatusReader:
+    """Builds snapshots; keeps its Redis, SQLite and HTTP connections open between them (--watch)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        probe_timeout: float = PROBE_TIMEOUT,
+        store_load_share: float = STORE_LOAD_SHARE,
+        ollama_transport: Any = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.settings = settings
+        self.probe_timeout = probe_timeout
+        self.store_load_share = store_load_share
+        self._transport = ollama_transport
+        self._clock = clock
+        self._secrets = _secrets(settings)
+        self._observer = socket.gethostname()
+        self._conn: Any = None
+        self._store: Any = None
+        self._ollama: Any = None
+        self._ollama_hosts: list[str] = []
+        self._ollama_error: str | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._store_cache: tuple | None = None
+        self._store_read_at = 0.0
+        self._store_cost = 0.0
+        self._init_ollama()
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        for closer in (
+            lambda: self._pool and self._pool.shutdown(wait=False, cancel_futures=True),
+            lambda: self._ollama and self._ollama.close(),
+            lambda: self._store and self._store.close(),
+            lambda: self._conn and self._conn.close(),
+        ):
+            try:
+                closer()
+            except Exception:  # closing is best effort
+                pass
+
+    def __enter__(self) -> StatusReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the snapshot
+
+    def snapshot(self) -> Snapshot:
+        started = time.perf_counter()
+        now = self._clock()
+        notes: list[str] = []
+        probes = self._start_probes()  # network waits overlap the reads below
+
+        database, progress, db_failures, fallbacks, ledger = self._read_store(now, notes)
+        redis_info, pools, workers, queues, job_failures = self._read_redis(now, notes)
+        if progress.known:  # SQLite knows the backlog even when Redis is down or not started
+            queues.pending = progress.conversations.get("pending", 0)
+            queues.in_flight = progress.conversations.get("queued", 0)
+            queues.pending_from = "sqlite"
+        ollama = self._ollama_info(probes, ledger, fallbacks, notes)
+        failures = sorted(db_failures + job_failures, key=lambda f: f.at or "", reverse=True)[:FAILURES_SHOWN]
+        if redis_info.state == "ok" and not any(not p.stale for p in pools):
+            notes.append("no pool running: start one with `mailcli workers start`")
+        snap = Snapshot(
+            taken_at=_iso(now),
+            observer=self._observer,
+            took_ms=0.0,
+            redis=redis_info,
+            database=database,
+            pools=pools,
+            workers=workers,
+            queues=queues,
+            progress=progress,
+            ollama=ollama,
+            failures=failures,
+            notes=notes,
+        )
+        scrub(snap, self._secrets)
+        snap.took_ms = round((time.perf_counter() - started) * 1000, 1)
+        return snap
+
+    # -- SQLite
+
+    def _open_store(self) -> Any:
+        if self._store is None:
+            self._store = Store.open(self.settings.db, readonly=True)
+            # the passes over email_analysis read pages straight from the OS cache: 2-3x faster
+            self._store.conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
+        return self._store
+
+    def _read_store(self, now: float, notes: list[str]):
+        """What SQLite knows. Under --watch it is re-read only as often as keeps its cost under
+        STORE_LOAD_SHARE of one core: the sink writing to the same file must not feel the watcher."""
+        path = str(self.settings.db)
+        empty = ProgressInfo(known=False)
+        if not self.settings.db.exists():
+            notes.append(f"no database at {path} on this host: run `mailcli ingest FILE` first")
+            return DatabaseInfo(path, False, "no database"), empty, [], {}, {}
+        mono = time.monotonic()
+        if self._store_cache is not None and not sqlite_due(
+            mono - self._store_read_at, self._store_cost, self.store_load_share
+        ):
+            return self._store_cache
+        started = time.perf_counter()
+        try:
+            conn = self._open_store().conn
+            conn.execute("BEGIN")  # one read transaction: every count from the same moment
+            try:
+                progress, failures, fallbacks = read_progress(conn, now)
+                ledger = read_ledger(conn, now)
+            finally:
+                conn.execute("COMMIT")
+        except (StoreError, sqlite3.Error) as exc:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._store_cache = None
+            return DatabaseInfo(path, False, one_line(str(exc))), empty, [], {}, {}
+        self._store_cost = time.perf_counter() - started
+        self._store_read_at = mono
+        progress.read_ms = round(self._store_cost * 1000, 1)
+        progress.as_of = _iso(now)
+        self._store_cache = (DatabaseInfo(path, True), progress, failures, fallbacks, ledger)
+        return self._store_cache
+
+    # -- Redis
+
+    def _connect_redis(self) -> Any:
+        """A client, or None when the embedded server is not running (status does not start it)."""
+        if self._conn is not None:
+            return self._conn
+        if not self.settings.redis_url and not EmbeddedRedis(self.settings.redis_dir).is_running():
+            return None
+        self._conn = connect(self.settings, socket_timeout=REDIS_SOCKET_TIMEOUT)
+        return self._conn
+
+    def _read_redis(self, now: float, notes: list[str]):
+        where = describe(self.settings)
+        unknown = QueuesInfo(known=False)
+        try:
+            conn = self._connect_redis()
+            if conn is None:
+                notes.append("the embedded Redis is not running: no pool on this host and nothing in memory")
+                return RedisInfo(where, "not running"), [], [], unknown, []
+            version, memory, *rest = self._read_redis_state(conn, now)
+            return (RedisInfo(where, "ok", version=version, used_memory=memory), *rest)
+        except RedisUnavailable as exc:
+            return RedisInfo(where, "unreachable", str(exc)), [], [], unknown, []
+        except (redis.RedisError, OSError) as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            error = f"lost Redis at {where}: {one_line(str(exc)) or type(exc).__name__}"
+            return RedisInfo(where, "unreachable", error), [], [], unknown, []
+
+    def _read_redis_state(self, conn: Any, now: float):
+        with conn.pipeline(transaction=False) as pipe:
+            pipe.smembers(state.POOLS)
+            pipe.smembers(state.WORKERS)
+            pipe.get(PENDING_KEY)
+            pipe.xlen(RESULTS_STREAM)
+            pipe.info("server")
+            pipe.info("memory")
+            pool_ids, worker_names, pending, unsaved, server, memory = pipe.execute()
+        pool_ids = sorted(_text(x) for x in pool_ids)
+        worker_names = sorted(_text(x) for x in worker_names)
+        with conn.pipeline(transaction=False) as pipe:  # every hash in one round trip
+            for p in pool_ids:
+                pipe.hgetall(state.pool_key(p))
+            for w in worker_names:
+                pipe.hgetall(state.worker_key(w))
+            hashes = [_decode(h) for h in pipe.execute()]
+        pools = [pool_info(h, now, self._observer) for h in hashes[: len(pool_ids)] if h]
+        limits = {p.id: p.max_memory_mb for p in pools if p.max_memory_mb}
+        workers = [worker_info(h, now, limits) for h in hashes[len(pool_ids) :] if h]
+        depths = queue_depths(conn)
+        queues = QueuesInfo(
+            known=True,
+            priorities=[
+                QueueDepth(p, d.get("queued", 0), d.get("started", 0), d.get("failed", 0), d.get("retrying", 0))
+                for p, d in depths.items()
+            ],
+            pending=_int(pending),
+            pending_from="redis" if pending is not None else None,
+            window=next((p.window for p in pools if not p.stale and not p.workers_only and p.window), None),
+            unsaved_results=int(unsaved or 0),
+        )
+        failed = sum(d.failed for d in queues.priorities)
+        failures = self._failed_jobs(conn) if failed else []
+        return server.get("redis_version"), _int(memory.get("used_memory")), pools, workers, queues, failures
+
+    def _failed_jobs(self, conn: Any) -> list[Failure]:
+        """The latest failed RQ jobs, newest first; read without RQ's cleanup (which writes)."""
+        ids: list[str] = []
+        for p in PRIORITIES:
+            reg = FailedJobRegistry(queue_name(p), connection=conn, serializer=JSONSerializer)
+            ids.extend(reg.get_job_ids(0, FAILURES_SHOWN - 1, desc=True, cleanup=False))
+        out = []
+        for job in Job.fetch_many(ids, connection=conn, serializer=JSONSerializer):
+            if job is None:
+                continue
+            result = job.latest_result()
+            text = result.exc_string if result is not None and result.type == Result.Type.FAILED else None
+            ended = job.ended_at.replace(tzinfo=UTC).isoformat(timespec="seconds") if job.ended_at else None
+            out.append(Failure("job", job.id, ended, one_line(text) or "job failed"))
+        return out
+
+    # -- Ollama
+
+    def _init_ollama(self) -> None:
+        try:
+            self._ollama_hosts = parse_hosts(self.settings.ollama_host)
+        except ValueError as exc:
+            self._ollama_error = f"OLLAMA_HOST is not usable: {exc}"
+            return
+        self._ollama = OllamaClient(
+            self._ollama_hosts,
+            max_in_flight=len(self._ollama_hosts),
+            connect_timeout=self.probe_timeout,
+            read_timeout=self.probe_timeout,
+            retries=0,
+            breaker_threshold=10**9,  # a probe must always ask: a host that comes back shows at once
+            transport=self._transport,
+        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self._ollama_hosts), thread_name_prefix="mailcli-status-probe"
+        )
+
+    def _start_probes(self) -> dict[str, concurrent.futures.Future]:
+        if self._ollama is None or self._pool is None:
+            return {}
+        return {h: self._pool.submit(self._ollama.ps, h) for h in self._ollama_hosts}
+
+    def _ollama_info(self, probes, ledger, fallbacks, notes) -> OllamaInfo:
+        if self._ollama_error:
+            notes.append(self._ollama_error)
+        hosts = []
+        for url in [*self._ollama_hosts, *sorted(set(ledger) - set(self._ollama_hosts))]:
+            reachable: bool | None = None
+            error = None
+            models: list[str] = []
+            future = probes.get(url)
+            if future is not None:
+                try:
+                    loaded = future.result(timeout=self.probe_timeout * 3)
+                    reachable = True
+                    models = [m.get("name") or m.get("model", "") for m in loaded]
+                except concurrent.futures.TimeoutError:
+                    reachable, error = False, f"no answer within {self.probe_timeout * 3:.1f}s"
+                except OllamaError as exc:
+                    reachable = False
+                    error = one_line(str(getattr(exc, "last_error", None) or exc))
+            stats = ledger.get(url, {})
+            hosts.append(
+                OllamaHost(
+                    url=url,
+                    configured=url in self._ollama_hosts,
+                    reachable=reachable,
+                    error=error,
+                    loaded_models=models,
+                    calls_per_min=stats.get("calls_per_min", 0.0),
+                    p50_ms=stats.get("p50_ms"),
+                    p95_ms=stats.get("p95_ms"),
+                    errors=stats.get("errors", 0),
+                    breaker=stats.get("breaker"),
+                )
+            )
+        return OllamaInfo(hosts=hosts, fallbacks={k: int(v) for k, v in fallbacks.items()})
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _decode(h: dict) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in (h or {}).items()}
+
+
+def take_snapshot(settings: Settings, **kwargs: Any) -> Snapshot:
+    """One snapshot, connections closed after."""
+    with StatusReader(settings, **kwargs) as reader:
+        return reader.snapshot()
+
+
+__all__ = [
+    "DatabaseInfo",
+    "Failure",
+    "OllamaHost",
+    "OllamaInfo",
+    "PhaseProgress",
+    "PoolInfo",
+    "ProgressInfo",
+    "QueueDepth",
+    "QueuesInfo",
+    "RedisInfo",
+    "Snapshot",
+    "StatusReader",
+    "WorkerInfo",
+    "take_snapshot",
+]
