@@ -121,7 +121,7 @@ def _probe_worker(cfg, conn) -> list[Check]:
         checks.append(Check("payload", echo_ok, "JSON payload round-tripped intact" if echo_ok else "payload changed"))
         analysis = result.get("analysis") or {}
         p1 = (analysis.get("emails") or [{}])[0].get("phase1", {})
-        ok = p1.get("po_numbers") == ["4500012345"] and p1.get("priority") == "critical"
+        ok = p1.get("po_numbers") == ["4500012345"] and p1.get("priority") == "high"
         checks.append(
             Check(
                 "task code",
@@ -159,8 +159,17 @@ def _check_ollama(cfg) -> Check:
     models = [cfg.phase2_model, cfg.phase3_model]
     try:
         with OllamaClient(cfg.ollama_host, connect_timeout=2.0, read_timeout=5.0, retries=0) as client:
+            reachable = []
+            for host in client.hosts:
+                try:
+                    client.version(host)
+                    reachable.append(host)
+                except OllamaError:
+                    pass
+            if not reachable:
+                raise OllamaError(f"Ollama unreachable at {', '.join(client.hosts)}: start `ollama serve` or set OLLAMA_HOST")
             found = client.check_models(models)
-    except OllamaError as exc:
+    except (OllamaError, ValueError) as exc:
         return Check("ollama", False, f"{exc} (phase 1 still works; phases 2 and 3 wait)", required=False, warning=True)
     absent = [m for m, hosts in found.items() if not hosts]
     if absent:

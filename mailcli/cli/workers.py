@@ -21,7 +21,9 @@ workers_app = typer.Typer(help="Run and control the supervised worker pool.", no
 @handle_errors
 def start(
     min_workers: Annotated[int, typer.Option("--min", min=0, help="Never fewer workers than this.")] = 2,
-    max_workers: Annotated[int, typer.Option("--max", min=1, help="Never more workers than this.")] = 10,
+    max_workers: Annotated[
+        int, typer.Option("--max", min=0, help="Never more workers than this (0: coordinator only).")
+    ] = 10,
     burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once all pending work is done.")] = False,
     max_memory: Annotated[
         float | None, typer.Option("--max-memory", min=1, help="MB per worker (with children): recycle above, kill above 1.5x.")

@@ -14,10 +14,10 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from mailcli.analysis.phase1 import SenderLists, analyze_email
+from mailcli.analysis.phase1 import priority_of
 from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
-from mailcli.queue.jobs import PRIORITIES, enqueue_conversations, failed_jobs, group_into_jobs
+from mailcli.queue.jobs import PRIORITIES, enqueue_conversations, failed_jobs, group_into_jobs, job_id_for
 from mailcli.store.db import Store, now_iso
 from mailcli.store.jobs import conversation_payloads, mark_failed, pending_ids
 
@@ -32,16 +32,9 @@ def queue_priority(conv: dict[str, Any]) -> str:
     """Forced by `ingest --priority`, else the highest phase 1 priority of its emails."""
     if conv.get("queue_priority") in PRIORITIES:
         return conv["queue_priority"]
-    opts = conv.get("options", {})
-    senders = SenderLists(
-        tuple(opts.get("own_domains", ())), tuple(opts.get("partner_domains", ())), tuple(opts.get("key_senders", ()))
-    )
-    return highest_priority(
-        [
-            analyze_email(e["subject"], e["body"], importance=e["importance"], sender=e["from"], senders=senders).priority
-            for e in conv["emails"]
-        ]
-    )
+    if conv.get("priority") in PRIORITIES:  # known from an earlier analysis
+        return conv["priority"]
+    return highest_priority([priority_of(e["subject"], e["body"], importance=e["importance"]) for e in conv["emails"]])
 
 
 def in_flight(store: Store) -> int:
@@ -65,8 +58,6 @@ def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int |
         for priority in PRIORITIES:
             for group in group_into_jobs(by_priority.get(priority, [])):
                 job = enqueue_conversations(conn, priority, group)
-                from mailcli.queue.jobs import job_id_for
-
                 job_id = job.id if job is not None else job_id_for(group)
                 jobs += job is not None
                 updates.extend((job_id, priority, c["conversation_id"]) for c in group)

@@ -33,7 +33,14 @@ from mailcli.config import Settings
 from mailcli.pool import state
 from mailcli.pool.autoscale import Decision, PoolView, decide
 from mailcli.pool.worker import rss_with_children
-from mailcli.queue.jobs import JOB_MAX_CONVERSATIONS, PRIORITIES, queue_depths, queue_name, requeue_started
+from mailcli.queue.jobs import (
+    JOB_MAX_CONVERSATIONS,
+    PRIORITIES,
+    queue_depths,
+    queue_name,
+    recover_job,
+    requeue_started,
+)
 
 log = logging.getLogger("mailcli.pool")
 
@@ -230,13 +237,17 @@ class Supervisor:
         job_id = info.get("job_id") or wp.job_id
         requeued = False
         if job_id:
+            # killed for what the job did (memory, hang): counted, so a poisonous job fails in the end
+            blame = wp.reason if wp.phase == "killed" and not self.stopping else None
             try:
-                requeued = requeue_started(self.conn, job_id)
+                outcome = recover_job(self.conn, job_id, killed_for=blame)
             except redis.RedisError as exc:
+                outcome = ""
                 log.error("could not requeue job %s of dead worker %s: %s", job_id, wp.name, exc)
-        if requeued:
-            self.recovered += 1
-            log.warning("worker %s exited (%s) holding job %s: requeued", wp.name, _exit_text(code), job_id)
+            requeued = outcome == "requeued"
+            if outcome:
+                self.recovered += requeued
+                log.warning("worker %s exited (%s) holding job %s: %s", wp.name, _exit_text(code), job_id, outcome)
         try:
             rq_worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + wp.name, connection=self.conn)
             if rq_worker is not None:

@@ -116,15 +116,56 @@ def requeue_started(conn: redis.Redis, job_id: str) -> bool:
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
     except Exception:
         return False
-    if job.get_status(refresh=False) != JobStatus.STARTED:
-        return False
     q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        # dequeued (moved to RQ's intermediate list) but the worker died before marking it started
+        if conn.lrem(q.intermediate_queue_key, 0, job.id):
+            conn.lpush(q.key, job.id)
+            return True
+        return False
+    if status != JobStatus.STARTED:
+        return False
     registry = StartedJobRegistry(job.origin, connection=conn, serializer=JSONSerializer)
     job.started_at = None
     job.ended_at = None
     with conn.pipeline() as pipe:
         registry.remove_executions(job, pipeline=pipe)
         q._enqueue_job(job, pipeline=pipe, at_front=True)
+        pipe.execute()
+    return True
+
+
+MAX_KILLS = 3  # a job whose worker is killed this often (memory, hang) fails instead of looping
+
+
+def recover_job(conn: redis.Redis, job_id: str, *, killed_for: str | None = None) -> str:
+    """A dead worker held `job_id`: requeue it, or fail it when it has now killed MAX_KILLS workers.
+
+    Returns "requeued", "failed" or "" (nothing to do: the job had finished or was not ours).
+    """
+    if killed_for:
+        key = f"mailcli:job-kills:{job_id}"
+        kills = int(conn.incr(key))
+        conn.expire(key, FAILURE_TTL)
+        if kills >= MAX_KILLS:
+            return "failed" if fail_started(conn, job_id, f"worker killed {kills} times: {killed_for}") else ""
+    return "requeued" if requeue_started(conn, job_id) else ""
+
+
+def fail_started(conn: redis.Redis, job_id: str, reason: str) -> bool:
+    from rq.job_lifecycle import record_job_failure
+
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+    except Exception:
+        return False
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return False
+    registry = StartedJobRegistry(job.origin, connection=conn, serializer=JSONSerializer)
+    with conn.pipeline() as pipe:
+        registry.remove_executions(job, pipeline=pipe)
+        record_job_failure(job, reason, pipe)
         pipe.execute()
     return True
 

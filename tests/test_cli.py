@@ -1,0 +1,165 @@
+"""The CLI as a user runs it: real processes, a real SQLite file, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from conftest import SAMPLES
+
+GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]
+ALL = [*GOOD, str(SAMPLES / "malformed.jsonl")]
+
+
+def no_traceback(proc) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+
+
+def ingest_json(home, *paths, extra=()):
+    proc = home.run("ingest", *paths, "--json", "--no-enqueue", *extra)
+    no_traceback(proc)
+    return proc, (json.loads(proc.stdout) if proc.stdout.strip() else None)
+
+
+def test_ingest_samples_counts_good_and_rejected_records(home):
+    proc, out = ingest_json(home, *ALL)
+    assert proc.returncode == 0
+    assert out["ingested"] > 40 and out["rejected"] >= 4 and out["duplicates"] == 0
+    assert all(r["source"].endswith("malformed.jsonl") for r in out["rejects"])
+    assert all(r["locator"].startswith("line ") for r in out["rejects"])
+
+
+def test_plain_summary_line_when_piped(home):
+    proc = home.run("ingest", *GOOD, "--no-enqueue")
+    assert proc.returncode == 0
+    assert " ingested, 0 duplicates, 0 rejected" in proc.stdout
+
+
+def test_strict_exits_3_when_records_were_rejected_but_keeps_the_good_ones(home):
+    proc, out = ingest_json(home, str(SAMPLES / "malformed.jsonl"), extra=["--strict"])
+    assert proc.returncode == 3
+    assert out["ingested"] >= 1
+    with home.store() as store:
+        assert store.counts()["emails"] == out["ingested"]
+        assert store.counts()["rejects"] == out["rejected"]
+
+
+def test_ingesting_the_same_export_twice_adds_and_enqueues_nothing(home):
+    _, first = ingest_json(home, *GOOD)
+    proc, second = ingest_json(home, *GOOD)
+    assert second["ingested"] == 0 and second["duplicates"] == first["ingested"]
+    assert second["conversations"] == 0
+
+
+def test_missing_path_is_a_one_line_usage_error(home):
+    proc = home.run("ingest", "nope.jsonl")
+    no_traceback(proc)
+    assert proc.returncode == 2
+    assert "nope.jsonl" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_empty_file_ingests_nothing_and_succeeds(home):
+    (home.path / "empty.jsonl").write_text("")
+    proc, out = ingest_json(home, str(home.path / "empty.jsonl"))
+    assert proc.returncode == 0 and out["ingested"] == 0 and out["rejected"] == 0
+
+
+def test_binary_file_is_rejected_not_crashed_on(home):
+    (home.path / "blob.bin").write_bytes(bytes(range(256)) * 64)
+    proc, out = ingest_json(home, str(home.path / "blob.bin"))
+    assert proc.returncode == 0 and out["rejected"] == 1 and out["ingested"] == 0
+
+
+def test_stdin_dash_reads_jsonl(home):
+    data = (SAMPLES / "flat.jsonl").read_text()
+    proc = home.run("ingest", "-", "--json", "--no-enqueue", input=data)
+    no_traceback(proc)
+    assert json.loads(proc.stdout)["ingested"] > 0
+
+
+def test_unknown_flag_and_bad_values_exit_2(home):
+    assert home.run("ingest", "--bogus").returncode == 2
+    proc = home.run("ingest", str(SAMPLES / "flat.jsonl"), "--format", "xml")
+    assert proc.returncode == 2 and "xml" in proc.stderr
+    no_traceback(proc)
+
+
+def test_results_before_any_ingest_says_what_to_do(home):
+    proc = home.run("results")
+    no_traceback(proc)
+    assert proc.returncode == 1 and "mailcli ingest" in proc.stderr
+
+
+def test_inline_analysis_then_results_show_and_export(home):
+    ingest_json(home, *GOOD)
+    proc = home.run("analyze", "--inline", "--phase", "1", "--json")
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["conversations"] > 10
+
+    rows = json.loads(home.run("results", "--json", "--limit", "100").stdout)
+    assert rows and all(r["status"] == "analyzed" for r in rows)
+    assert rows[0]["priority"] == "critical"  # most urgent first
+
+    table = home.run("results")
+    assert table.returncode == 0 and "Conversations" in table.stdout
+
+    cid = rows[0]["id"]
+    shown = home.run("show", cid)
+    assert shown.returncode == 0 and cid[:20] in shown.stdout
+    detail = json.loads(home.run("show", cid, "--json").stdout)
+    assert detail["messages"] and detail["messages"][0]["phase1"]["priority"]
+
+    out = home.run("export")
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(records) == sum(r["emails"] for r in rows)
+    for rec in records:
+        assert set(rec) == {"id", "message_id", "conversation_id", "subject", "from", "date", "phase1", "phase2",
+                            "conversation", "status"}  # fmt: skip
+        assert set(rec["conversation"]) == {"completeness", "is_complete", "tier", "phase3"}
+        assert rec["status"] == "analyzed" and rec["phase2"] is None
+        assert isinstance(rec["phase1"]["financial_impact"], float)
+
+    home.run("export", "--format", "csv", "-o", "out.csv")
+    text = (home.path / "out.csv").read_text()
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert len(parsed) == len(records) and "po_numbers" in parsed[0]
+
+
+def test_show_unknown_conversation_is_a_clear_error(home):
+    ingest_json(home, str(SAMPLES / "flat.jsonl"))
+    proc = home.run("show", "no-such-id")
+    no_traceback(proc)
+    assert proc.returncode == 2 and "no-such-id" in proc.stderr
+
+
+def test_without_llm_conversations_owing_phase_2_are_partial_and_say_why(home):
+    ingest_json(home, *GOOD)
+    home.run("analyze", "--inline")
+    rows = json.loads(home.run("results", "--json", "--limit", "100").stdout)
+    statuses = {r["status"] for r in rows}
+    assert "partial" in statuses  # tier 2/3 conversations owe phase 2; OLLAMA_HOST is a closed port
+    partial = next(r for r in rows if r["status"] == "partial")
+    assert partial["error"]
+
+
+def test_ingest_enqueues_jobs_on_priority_queues(any_home):
+    proc = any_home.run("ingest", *GOOD)
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert "jobs enqueued" in proc.stdout
+    from mailcli.queue.jobs import queue_depths
+
+    depths = queue_depths(any_home.redis())
+    assert sum(d["queued"] for d in depths.values()) > 0
+    assert depths["critical"]["queued"] > 0  # the samples hold an urgent, escalated thread
+    with any_home.store() as store:
+        assert store.counts().get("conversations_pending", 0) == 0
+    # nothing new: a second ingest enqueues nothing
+    again = any_home.run("ingest", *GOOD, "--json")
+    assert json.loads(again.stdout)["conversations"] == 0
+    assert sum(d["queued"] for d in queue_depths(any_home.redis()).values()) == sum(
+        d["queued"] for d in depths.values()
+    )

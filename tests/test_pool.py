@@ -1,0 +1,304 @@
+"""The supervised pool with real worker processes, real Redis and real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from conftest import SAMPLES, TESTS, wait_for
+from mailcli.pool import state
+from mailcli.queue.jobs import queue_depths, queue_name
+
+GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]
+
+
+def enqueue(conn, func="jobhelpers.blocked", priority="high", **payload):
+    payload.setdefault("id", uuid.uuid4().hex[:10])
+    q = Queue(queue_name(priority), connection=conn, serializer=JSONSerializer)
+    return q.enqueue(func, payload, job_timeout=120, result_ttl=600), payload["id"]
+
+
+def release(conn, key):
+    conn.rpush(f"test:release:{key}", 1)
+
+
+def count(conn, what, key) -> int:
+    return int(conn.get(f"test:{what}:{key}") or 0)
+
+
+def workers(conn, pool_only=True):
+    return [w for w in state.read_workers(conn) if w.get("state") != "stopped"]
+
+
+def busy_worker(conn, job_id):
+    for w in state.read_workers(conn):
+        if w.get("job_id") == job_id and w.get("state") == "busy":
+            return w
+    return None
+
+
+def status_of(conn, job_id) -> str:
+    return Job.fetch(job_id, connection=conn, serializer=JSONSerializer).get_status()
+
+
+def stop_pool(proc: subprocess.Popen, timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
+@pytest.fixture
+def pool(home):
+    """Start a pool in `home`; stopped (and checked for tracebacks) at the end."""
+    procs = []
+
+    def start(*args, env=None):
+        proc = home.popen("workers", "start", *args, env=env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        stop_pool(p)
+        err = p.stderr.read() if p.stderr else ""
+        assert "Traceback" not in err, err
+
+
+def test_killed_worker_job_is_rerun_within_5s(any_home):
+    home = any_home
+    conn = home.redis()
+    proc = home.popen("workers", "start", "--min", "2", "--max", "2")
+    try:
+        job, key = enqueue(conn)
+        victim = wait_for(lambda: busy_worker(conn, job.id), what="a worker to take the job")
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        killed_at = time.monotonic()
+        # the job is taken up again by the other (or a replacement) worker, at once
+        wait_for(lambda: count(conn, "started", key) == 2, timeout=5, what="the job to start again")
+        assert time.monotonic() - killed_at < 5
+        release(conn, key)
+        wait_for(lambda: status_of(conn, job.id) == "finished", timeout=10, what="the job to finish")
+        assert count(conn, "done", key) == 1
+        # the dead worker was replaced: two workers again, none of them the victim
+        wait_for(lambda: len(workers(conn)) == 2 and all(w["pid"] != victim["pid"] for w in workers(conn)),
+                 what="a replacement worker")  # fmt: skip
+    finally:
+        assert stop_pool(proc) == 0
+
+
+def test_sigterm_lets_running_job_finish_then_exits(home, pool):
+    conn = home.redis()
+    proc = pool("--min", "1", "--max", "1", "--timeout", "30")
+    job, key = enqueue(conn)
+    wait_for(lambda: busy_worker(conn, job.id), what="the job to start")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # give the supervisor a moment to (wrongly) kill; the job must still run
+    assert proc.poll() is None and count(conn, "done", key) == 0
+    release(conn, key)
+    assert proc.wait(20) == 0
+    assert status_of(conn, job.id) == "finished"
+    assert sum(d["started"] for d in queue_depths(conn).values()) == 0
+
+
+def test_shutdown_deadline_requeues_running_job_and_leaves_nothing_started(home, pool):
+    conn = home.redis()
+    proc = pool("--min", "1", "--max", "1", "--timeout", "1")
+    job, key = enqueue(conn)
+    wait_for(lambda: busy_worker(conn, job.id), what="the job to start")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert status_of(conn, job.id) == "queued"
+    assert sum(d["started"] for d in queue_depths(conn).values()) == 0
+    assert queue_depths(conn)["high"]["queued"] == 1
+
+
+def test_second_ctrl_c_stops_fast_and_still_requeues(home, pool):
+    conn = home.redis()
+    proc = pool("--min", "1", "--max", "1", "--timeout", "60")
+    job, key = enqueue(conn)
+    wait_for(lambda: busy_worker(conn, job.id), what="the job to start")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
+    assert time.monotonic() - t0 < 10
+    assert status_of(conn, job.id) == "queued"
+    assert sum(d["started"] for d in queue_depths(conn).values()) == 0
+
+
+def test_memory_over_limit_recycles_after_the_job(home, pool):
+    conn = home.redis()
+    pool("--min", "1", "--max", "1", "--max-memory", "150")
+    job, key = enqueue(conn, func="jobhelpers.hog", mb=170)  # over 150, under 1.5 x 150
+    first = wait_for(lambda: busy_worker(conn, job.id), what="the hog to start")
+    wait_for(lambda: count(conn, "started", key) == 1, what="the hog to allocate")
+    time.sleep(1.0)  # over the limit for a while: it must NOT be killed mid-job
+    release(conn, key)
+    wait_for(lambda: status_of(conn, job.id) == "finished", what="the hog to finish")
+    wait_for(lambda: any(w["pid"] != first["pid"] for w in workers(conn)), what="a fresh worker")
+    assert count(conn, "started", key) == 1  # finished once, never killed
+
+
+def test_memory_over_1_5x_limit_kills_at_once_and_requeues(home, pool):
+    conn = home.redis()
+    pool("--min", "1", "--max", "1", "--max-memory", "100")
+    job, key = enqueue(conn, func="jobhelpers.hog", mb=300, max_seconds=2)
+    wait_for(lambda: count(conn, "started", key) >= 1, what="the hog to start")
+    # killed, requeued, killed again ... and after 3 kills it fails instead of looping forever
+    wait_for(lambda: status_of(conn, job.id) == "failed", timeout=60, what="the poisonous job to fail")
+    assert count(conn, "attempts", key) == 3 and count(conn, "done", key) == 0
+    job = Job.fetch(job.id, connection=conn, serializer=JSONSerializer)
+    assert "killed 3 times" in job.latest_result().exc_string
+
+
+def test_worker_without_heartbeat_is_killed_and_replaced(home, pool):
+    conn = home.redis()
+    pool("--min", "1", "--max", "1", env={"MAILCLI_HEARTBEAT_TIMEOUT": "3"})
+    first = wait_for(lambda: [w for w in workers(conn) if w["state"] == "idle"], what="an idle worker")[0]
+    os.kill(int(first["pid"]), signal.SIGSTOP)  # alive, but not living
+    try:
+        wait_for(lambda: any(w["pid"] != first["pid"] and w["state"] == "idle" for w in workers(conn)),
+                 timeout=20, what="a replacement for the frozen worker")  # fmt: skip
+    finally:
+        try:
+            os.kill(int(first["pid"]), signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_crash_loop_backs_off_and_says_why(home, pool):
+    conn = home.redis()
+    env = {"MAILCLI_TEST_WORKER_CRASH": "1", "PYTHONPATH": f"{TESTS / 'crashsite'}{os.pathsep}{home.env['PYTHONPATH']}"}
+    proc = pool("--min", "1", "--max", "1", env=env)
+
+    def pool_state():
+        pools = state.read_pools(conn)
+        return pools[0] if pools and pools[0].get("crash_reason") else None
+
+    info = wait_for(pool_state, timeout=20, what="the crash reason")
+    assert "cannot import name 'broken'" in info["crash_reason"]
+    time.sleep(3)
+    # backing off: 0.5, 1, 2, 4 s ... so only a handful of attempts in 3 s, not a hot loop
+    spawned = len(list((home.data / "logs").glob("worker-*.log")))
+    assert spawned <= 6
+    stop_pool(proc)
+    assert "crashed on start" in proc.stderr.read()
+
+
+def test_backlog_scales_up_to_max_then_cools_down_to_min(home, pool):
+    conn = home.redis()
+    pool("--min", "1", "--max", "3", "--cooldown", "1")
+    wait_for(lambda: len(workers(conn)) == 1, what="the minimum pool")
+    keys = [enqueue(conn)[1] for _ in range(5)]
+    wait_for(lambda: len([w for w in workers(conn) if w["state"] == "busy"]) == 3, timeout=15,
+             what="three busy workers")  # fmt: skip
+    pools = state.read_pools(conn)
+    assert "backlog" in pools[0]["decision"]
+    assert len(workers(conn)) == 3  # never above max
+    for k in keys:
+        release(conn, k)
+    wait_for(lambda: len(workers(conn)) == 1, timeout=20, what="the pool to cool down to min")
+
+
+def test_workers_scale_and_stop_from_another_terminal(home, pool):
+    conn = home.redis()
+    proc = pool("--min", "1", "--max", "1")
+    wait_for(lambda: len(workers(conn)) == 1, what="one worker")
+    out = home.run("workers", "scale", "3")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: len(workers(conn)) == 3, what="three workers")
+    out = home.run("workers", "stop", "--timeout", "5")
+    assert out.returncode == 0
+    assert proc.wait(20) == 0
+
+
+def test_max_jobs_recycles_worker(home, pool):
+    conn = home.redis()
+    pool("--min", "1", "--max", "1", "--max-jobs", "2")
+    first = wait_for(lambda: workers(conn), what="a worker")[0]
+    for _ in range(2):
+        job, key = enqueue(conn)
+        release(conn, key)
+        wait_for(lambda j=job: status_of(conn, j.id) == "finished", what="a job")
+    wait_for(lambda: any(w["pid"] != first["pid"] for w in workers(conn)), what="the recycled worker")
+
+
+def test_burst_analyses_everything_and_exits_0(any_home):
+    home = any_home
+    assert home.run("ingest", *GOOD).returncode == 0
+    proc = home.popen("workers", "start", "--min", "2", "--max", "4", "--burst")
+    assert proc.wait(120) == 0, proc.stderr.read()
+    rows = json.loads(home.run("results", "--json", "--limit", "1000").stdout)
+    assert rows and {r["status"] for r in rows} <= {"analyzed", "partial"}
+    records = [json.loads(x) for x in home.run("export").stdout.splitlines()]
+    with home.store() as store:
+        assert len(records) == store.counts()["emails"]
+        assert store.conn.execute("SELECT count(*) FROM email_analysis").fetchone()[0] == len(records)
+    assert all(r["phase1"] is not None for r in records)
+    conn = home.redis()
+    assert conn.xlen("mailcli:results") == 0
+    assert sum(sum(d.values()) - d["failed"] for d in queue_depths(conn).values()) == 0
+
+
+def test_remote_worker_in_another_directory_feeds_the_coordinators_database(home, tmp_path):
+    assert home.run("ingest", *GOOD).returncode == 0
+    coordinator = home.popen("workers", "start", "--min", "0", "--max", "0")
+    socket_path = home.data / "redis" / "redis.sock"
+    remote_dir = tmp_path / "elsewhere"
+    remote_dir.mkdir()
+    env = {**home.env, "REDIS_URL": f"unix://{socket_path}", "MAILCLI_HOME": str(remote_dir / "data")}
+    remote = subprocess.Popen(
+        [os.sys.executable, "-m", "mailcli", "workers", "start", "--remote", "--min", "1", "--max", "1", "--burst"],
+        cwd=remote_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert remote.wait(120) == 0, remote.stderr.read()
+
+        def all_done():
+            with home.store() as store:
+                return store.counts().get("conversations_pending", 0) == 0 and not store.conn.execute(
+                    "SELECT count(*) FROM conversations WHERE status IN ('pending', 'queued')"
+                ).fetchone()[0]
+
+        wait_for(all_done, timeout=30, what="the coordinator's database to hold every result")
+        assert not (remote_dir / "data" / "mailcli.db").exists()
+    finally:
+        stop_pool(coordinator)
+        stop_pool(remote)
+
+
+def test_test_loading_passes_with_a_real_worker(any_home):
+    proc = any_home.run("test-loading", "--json")
+    out = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in out["checks"]}
+    assert proc.returncode == 0, out
+    assert checks["worker"]["ok"] and checks["task code"]["ok"] and checks["missing function"]["ok"]
+    assert "no_such_function" in checks["missing function"]["detail"]
+    assert checks["ollama"]["required"] is False and checks["ollama"]["ok"] is False  # closed port: a warning
+
+
+def test_pickled_job_on_our_queue_is_refused_without_running(home, pool):
+    from rq.serializers import DefaultSerializer
+
+    conn = home.redis()
+    marker = home.path / "pwned"
+    q = Queue(queue_name("high"), connection=conn, serializer=DefaultSerializer)
+    job = q.enqueue("os.system", f"touch {marker}")
+    pool("--min", "1", "--max", "1")
+    wait_for(lambda: queue_depths(conn)["high"]["queued"] == 0, what="the worker to take the job")
+    time.sleep(1)
+    assert not marker.exists()
