@@ -11,7 +11,7 @@ from mailcli.ingest.model import Email, InputError, Reject
 from mailcli.store.db import Store
 from mailcli.store.ingest import IngestWriter
 
-BATCH = 2000
+BATCH = 5000
 
 
 @dataclass

@@ -162,25 +162,34 @@ class IngestWriter:
         existing: dict[str, set[str]] = {}
         for key, conv in known.items():
             existing.setdefault(uf.find(key), set()).add(conv)
+        roots = [uf.find(keys[0]) for keys in keys_of]
         chosen: dict[str, str] = {}
-        result: dict[int, str] = {}
-        for i, e in enumerate(emails):
-            root = uf.find(keys_of[i][0])
-            conv = chosen.get(root)
-            if conv is None:
-                convs = existing.get(root)
-                if not convs:
-                    conv = new_conversation_id(e)
-                    # a fresh id may collide with an unrelated existing conversation's id
-                    if self.conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv,)).fetchone():
-                        conv = f"{conv}#{e.dedupe_key[-12:]}"
-                elif len(convs) == 1:
-                    conv = next(iter(convs))
-                else:
-                    conv = min(convs)
-                    self._merge(conv, sorted(convs - {conv}))
+        fresh: dict[str, str] = {}  # root -> proposed new conversation id
+        for i, root in enumerate(roots):
+            if root in chosen or root in fresh:
+                continue
+            convs = existing.get(root)
+            if not convs:
+                fresh[root] = new_conversation_id(emails[i])
+            elif len(convs) == 1:
+                chosen[root] = next(iter(convs))
+            else:
+                chosen[root] = min(convs)
+                self._merge(chosen[root], sorted(convs - {chosen[root]}))
+        # a fresh id may collide with an unrelated conversation's id, stored or new in this batch
+        taken = set(chosen.values())
+        proposed = list(set(fresh.values()))
+        for chunk in _chunks(proposed):
+            marks = ",".join("?" * len(chunk))
+            taken.update(r[0] for r in self.conn.execute(f"SELECT id FROM conversations WHERE id IN ({marks})", chunk))
+        for i, root in enumerate(roots):
+            if root in fresh and root not in chosen:
+                conv = fresh[root]
+                if conv in taken:
+                    conv = f"{conv}#{emails[i].dedupe_key[-12:]}"
+                taken.add(conv)
                 chosen[root] = conv
-            result[i] = conv
+        result = {i: chosen[root] for i, root in enumerate(roots)}
         rows = [(k, chosen[uf.find(k)]) for k in all_keys if k not in known]
         self.conn.executemany("INSERT OR IGNORE INTO thread_keys (key, conversation_id) VALUES (?, ?)", rows)
         return result
@@ -200,10 +209,13 @@ class IngestWriter:
     def _insert(self, emails: list[Email], conv_of: dict[int, str]) -> None:
         ts = now_iso()
         c = self.conn
+        # the single writer numbers the rows itself: no read-back of rowids for the recipients
+        base = c.execute("SELECT coalesce(max(rowid), 0) FROM emails").fetchone()[0]
         rows = []
         for i, e in enumerate(emails):
             rows.append(
                 (
+                    base + i + 1,
                     e.public_id,
                     e.dedupe_key,
                     e.message_id,
@@ -226,22 +238,15 @@ class IngestWriter:
                 )
             )
         c.executemany(
-            "INSERT INTO emails (id, dedupe_key, message_id, source_id, source_conversation_id, conversation_id,"
-            " subject, body, from_addr, from_name, date, in_reply_to, refs, importance, has_attachments, notes,"
-            " source, locator, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO emails (rowid, id, dedupe_key, message_id, source_id, source_conversation_id,"
+            " conversation_id, subject, body, from_addr, from_name, date, in_reply_to, refs, importance,"
+            " has_attachments, notes, source, locator, ingested_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        # rowids of what we just inserted, for recipients
-        keys = [e.dedupe_key for e in emails]
-        rowid_of: dict[str, int] = {}
-        for chunk in _chunks(keys):
-            marks = ",".join("?" * len(chunk))
-            rowid_of.update(
-                c.execute(f"SELECT dedupe_key, rowid FROM emails WHERE dedupe_key IN ({marks})", chunk).fetchall()
-            )
         recips = []
-        for e in emails:
-            rid = rowid_of[e.dedupe_key]
+        for i, e in enumerate(emails):
+            rid = base + i + 1
             recips.extend((rid, "to", a) for a in e.to)
             recips.extend((rid, "cc", a) for a in e.cc)
             recips.extend((rid, "bcc", a) for a in e.bcc)
