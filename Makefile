@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: ingest the samples and analyse them on the embedded defaults (no servers needed)
+## demo: ingest the samples and analyse them with a pool in burst mode, on the embedded defaults
 demo: install
 	$(BIN)/mailcli ingest $(SAMPLES)
-	$(BIN)/mailcli analyze --inline
+	$(BIN)/mailcli workers start --min 2 --max 4 --burst
 	$(BIN)/mailcli results --limit 20
 	$(BIN)/mailcli export -o data/export.jsonl
 

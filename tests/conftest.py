@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 TESTS = Path(__file__).resolve().parent
 EXTERNAL_URL = os.environ.get("MAILCLI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-# tests on the machine's Redis use their own database number, flushed before each test
-EXTERNAL_TEST_DB = 13
+# tests on the machine's Redis use a database number of their own (per test session, so two sessions
+# on one machine do not flush each other's data), flushed before each test
+EXTERNAL_TEST_DB = int(os.environ.get("MAILCLI_TEST_REDIS_DB", 1 + os.getpid() % 15))
 
 sys.path.insert(0, str(TESTS))  # ollama_standin, jobhelpers
 

@@ -163,3 +163,23 @@ def test_ingest_enqueues_jobs_on_priority_queues(any_home):
     assert sum(d["queued"] for d in queue_depths(any_home.redis()).values()) == sum(
         d["queued"] for d in depths.values()
     )
+
+
+def test_results_fit_80_columns_and_show_accepts_the_shown_short_id(home):
+    ingest_json(home, *GOOD)
+    home.run("analyze", "--inline", "--phase", "1")
+    table = home.run("results", env={"COLUMNS": "80"})
+    assert table.returncode == 0
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    rows = json.loads(home.run("results", "--json").stdout)
+    long_id = next(r["id"] for r in rows if len(r["id"]) > 20)
+    shown = home.run("show", long_id[-13:], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == long_id
+
+
+def test_show_with_an_ambiguous_part_of_an_id_asks_for_more(home):
+    ingest_json(home, *GOOD)
+    proc = home.run("show", "A")  # a letter in many ids
+    no_traceback(proc)
+    assert proc.returncode == 2 and "several conversations" in proc.stderr

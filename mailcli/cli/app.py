@@ -203,6 +203,7 @@ def _ingest_with_progress(store, paths, fmt, priority, total_bytes):
 
 @app.command(
     epilog="Examples:\n\n  mailcli analyze --inline\n\n  mailcli analyze --phase 2          # finish what Ollama owed\n\n"
+    "  MAILCLI_PHASE2_MODEL=qwen2.5:7b mailcli analyze   # phase 2 again with another model, nothing else\n\n"
     "  mailcli analyze --conversation CID --reanalyze --all-phases"
 )
 @handle_errors
@@ -217,10 +218,18 @@ def analyze(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """(Re)queue conversations for analysis, or analyse them right here with --inline."""
+    """(Re)queue conversations for analysis, or analyse them right here with --inline.
+
+    Requeues what is pending, partial or failed, and analysed conversations that lack an LLM answer
+    this run owes them or hold one from another model or prompt version. Unchanged emails are not
+    sent to the LLM again (their answers are cached by model, prompt version and text) unless
+    --reanalyze is given.
+    """
+    from mailcli.analysis.llm_phases import key_prefixes
     from mailcli.store.jobs import mark_for_analysis
 
     cfg = settings()
+    max_phase = phase or 3
     with _open_store() as store:
         if conversation and not store.conn.execute(
             "SELECT 1 FROM conversations WHERE id = ?", (conversation,)
@@ -231,12 +240,18 @@ def analyze(
             conversation_id=conversation,
             reanalyze=reanalyze,
             all_phases=all_phases,
-            max_phase=phase or 3,
+            max_phase=max_phase,
+            llm_keys=key_prefixes(cfg.phase2_model, cfg.phase3_model),
         )
         if inline:
             from mailcli.analysis.inline import analyze_inline
 
-            summary = analyze_inline(store, cfg, llm=_inline_llm(cfg, phase))
+            llm = _inline_llm(cfg, phase)
+            try:
+                summary = analyze_inline(store, cfg, llm=llm)
+            finally:
+                if llm is not None:
+                    llm.close()
             if json_out:
                 print(json.dumps(summary.__dict__))
             else:
@@ -250,6 +265,7 @@ def analyze(
 
 
 def _inline_llm(cfg, phase: int | None):
+    """The LLM seam for `analyze --inline` (None when capped at phase 1: Ollama is never asked)."""
     if phase == 1:
         return None
     try:
@@ -281,7 +297,7 @@ def results(
     elif not rows:
         console.print("no conversations match; ingest an export first: mailcli ingest FILE")
     else:
-        console.print(results_table(rows))
+        console.print(results_table(rows, width=console.width))
 
 
 @app.command(epilog="Example:\n\n  mailcli show AAQkAGI2TG93AAA=")
@@ -293,10 +309,14 @@ def show(
 ) -> None:
     """One conversation: its emails, phase 1 facts, phase 2 and 3 answers."""
     from mailcli.cli.render import conversation_view
-    from mailcli.store.read import conversation_detail
+    from mailcli.store.read import AmbiguousId, conversation_detail, resolve_conversation_id
 
     with _open_store(readonly=True) as store:
-        detail = conversation_detail(store, conversation_id)
+        try:
+            full_id = resolve_conversation_id(store, conversation_id)
+        except AmbiguousId as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        detail = conversation_detail(store, full_id) if full_id else None
     if detail is None:
         raise CliError(f"no conversation {conversation_id!r}: see `mailcli results` for ids", EXIT_USAGE)
     if json_out:

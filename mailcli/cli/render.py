@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
@@ -19,18 +20,19 @@ def _styled(value: Any, styles: dict[str, str]) -> Text:
     return Text(s, style=styles.get(s, ""))
 
 
-def results_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Conversations", expand=False)
-    table.add_column("conversation", overflow="fold", max_width=28)
-    table.add_column("subject", overflow="ellipsis", max_width=40, no_wrap=True)
-    table.add_column("emails", justify="right")
-    table.add_column("priority")
-    table.add_column("complete", justify="right")
-    table.add_column("tier", justify="right")
-    table.add_column("status")
+def results_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
+    table = Table(title="Conversations", expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("conversation", no_wrap=True)
+    # the subject takes what the fixed columns leave (Rich never shrinks a no_wrap column itself)
+    table.add_column("subject", overflow="ellipsis", no_wrap=True, max_width=max(12, min(60, width - 68)))
+    table.add_column("emails", justify="right", min_width=6)
+    table.add_column("priority", min_width=8)
+    table.add_column("complete", justify="right", min_width=8)
+    table.add_column("tier", justify="right", min_width=4)
+    table.add_column("status", min_width=8)
     for r in rows:
         table.add_row(
-            r["id"],
+            short_id(r["id"]),
             r["subject"] or "",
             str(r["emails"]),
             _styled(r["priority"], PRIORITY_STYLE),
@@ -39,6 +41,14 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
             _styled(r["status"], STATUS_STYLE),
         )
     return table
+
+
+SHORT_ID = 14
+
+
+def short_id(cid: str) -> str:
+    """Long source ids (Graph's are 44 characters) shown by their tail, which `show` accepts."""
+    return cid if len(cid) <= SHORT_ID else "…" + cid[-(SHORT_ID - 1) :]
 
 
 def _entities(p1: dict[str, Any]) -> str:

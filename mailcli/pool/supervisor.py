@@ -114,6 +114,7 @@ class Supervisor:
         self._pending_remote = 0
         self._signals = 0
         self._src_mtime = _source_mtime() if cfg.reload else 0.0
+        logging.getLogger("rq.scheduler").setLevel(logging.WARNING)  # its lock chatter is not news
         self._scheduler = RQScheduler([queue_name(p) for p in PRIORITIES], connection=conn, serializer=JSONSerializer)
         self._scheduler_locks_at = 0.0
         self._last_sweep = time.monotonic()

@@ -120,14 +120,17 @@ def conversation_rows(
         params.append(conversation_id)
     sql = (
         "SELECT c.id, c.subject, c.email_count, c.status, c.priority, ca.completeness, ca.is_complete, ca.tier,"
-        " c.last_date, c.error FROM conversations c"
+        " c.last_date, c.error,"
+        " (SELECT count(*) FROM email_analysis ea WHERE ea.conversation_id = c.id AND ea.phase2 IS NOT NULL),"
+        " json_extract(ca.phase3, '$.source'), json_extract(ca.phase3, '$.executive_summary')"
+        " FROM conversations c"
         " LEFT JOIN conversation_analysis ca ON ca.conversation_id = c.id"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY CASE c.priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2"
         " WHEN 'low' THEN 3 ELSE 4 END, c.last_date DESC, c.id LIMIT ?"
     )
     keys = ["id", "subject", "emails", "status", "priority", "completeness", "is_complete", "tier", "last_date",
-            "error"]  # fmt: skip
+            "error", "phase2_emails", "phase3_source", "summary"]  # fmt: skip
     rows = []
     for r in store.conn.execute(sql, [*params, limit]):
         d = dict(zip(keys, r, strict=True))
@@ -154,3 +157,18 @@ def conversation_detail(store: Store, conversation_id: str) -> dict[str, Any] | 
 def rejects(store: Store, limit: int = 20) -> list[dict[str, Any]]:
     cur = store.conn.execute("SELECT source, locator, reason FROM rejects ORDER BY id DESC LIMIT ?", (limit,))
     return [{"source": s, "locator": loc, "reason": r} for s, loc, r in cur]
+
+
+class AmbiguousId(Exception):
+    """Several conversations match the part of an id the user gave."""
+
+
+def resolve_conversation_id(store: Store, given: str) -> str | None:
+    """The conversation `given` names: its full id, or a part of one (what `results` shows) if unique."""
+    given = given.lstrip("…")
+    if store.conn.execute("SELECT 1 FROM conversations WHERE id = ?", (given,)).fetchone():
+        return given
+    rows = store.conn.execute("SELECT id FROM conversations WHERE instr(id, ?) > 0 LIMIT 6", (given,)).fetchall()
+    if len(rows) > 1:
+        raise AmbiguousId(f"{given!r} matches several conversations ({', '.join(r[0] for r in rows[:3])}, …): give more of the id")
+    return rows[0][0] if rows else None
