@@ -302,3 +302,38 @@ def test_pickled_job_on_our_queue_is_refused_without_running(home, pool):
     wait_for(lambda: queue_depths(conn)["high"]["queued"] == 0, what="the worker to take the job")
     time.sleep(1)
     assert not marker.exists()
+
+
+def test_feeder_keeps_at_most_window_conversations_in_redis(home, pool):
+    assert home.run("ingest", *GOOD, "--no-enqueue").returncode == 0
+    pool("--min", "0", "--max", "0", "--window", "3")  # a coordinator with no workers: nothing drains
+
+    def queued():
+        with home.store() as store:
+            return store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'queued'").fetchone()[0]
+
+    wait_for(lambda: queued() == 3, what="the feeder to fill its window")
+    conn = home.redis()
+    jobs = sum(d["queued"] for d in queue_depths(conn).values())
+    convs = sum(len(Job.fetch(j, connection=conn, serializer=JSONSerializer).meta["conversations"])
+                for p in ("critical", "high", "medium", "low")
+                for j in Queue(queue_name(p), connection=conn, serializer=JSONSerializer).job_ids)  # fmt: skip
+    assert 1 <= jobs <= 3 and convs == 3
+    time.sleep(1.0)  # several feeder rounds later, still no more than the window
+    assert queued() == 3
+
+
+def test_reload_restarts_workers_when_source_changes(home, pool):
+    import mailcli
+
+    conn = home.redis()
+    pool("--min", "1", "--max", "1", "--reload")
+    first = wait_for(lambda: [w for w in workers(conn) if w["state"] == "idle"], what="an idle worker")[0]
+    src = os.path.join(os.path.dirname(mailcli.__file__), "__init__.py")
+    st = os.stat(src)
+    os.utime(src, (st.st_atime, time.time() + 5))
+    try:
+        wait_for(lambda: any(w["pid"] != first["pid"] and w["state"] == "idle" for w in workers(conn)),
+                 timeout=20, what="a worker running the changed code")  # fmt: skip
+    finally:
+        os.utime(src, (st.st_atime, st.st_mtime))
