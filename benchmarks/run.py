@@ -21,6 +21,7 @@ from benchmarks.common import Figure
 # name -> (module, quick kwargs, full kwargs)
 SCENARIOS: dict[str, tuple[str, dict, dict]] = {
     "ingest": ("benchmarks.bench_ingest", {"n": 100_000, "repeats": 3}, {"n": 100_000, "repeats": 5}),
+    "worker_class": ("benchmarks.bench_worker_class", {"jobs": 300, "repeats": 3}, {"jobs": 1000, "repeats": 5}),
 }
 
 
