@@ -183,3 +183,66 @@ def test_show_with_an_ambiguous_part_of_an_id_asks_for_more(home):
     proc = home.run("show", "A")  # a letter in many ids
     no_traceback(proc)
     assert proc.returncode == 2 and "several conversations" in proc.stderr
+
+
+def test_large_mbox_streams_in_bounded_memory(home):
+    """A 60 MB mbox: the ingest's peak RSS stays far below the file's size."""
+    import subprocess
+    import sys
+
+    msg = (
+        "From buyer@example.com Mon Mar  3 10:00:00 2025\n"
+        "From: Buyer <buyer@example.com>\nTo: sales@acme-industrial.com\n"
+        "Subject: Order {i}\nMessage-ID: <m{i}@example.com>\nDate: Mon, 3 Mar 2025 10:00:00 +0000\n\n"
+        + ("Please ship part AX-4410-B. " * 40 + "\n") * 10 + "\n"
+    )
+    path = home.path / "big.mbox"
+    with open(path, "w") as f:
+        i = 0
+        while f.tell() < 60 * 2**20:
+            f.write(msg.format(i=i))
+            i += 1
+    code = (
+        "import resource, subprocess, sys;"
+        f"p = subprocess.run([sys.executable, '-m', 'mailcli', 'ingest', {str(path)!r}, '--no-enqueue', '--json'],"
+        " capture_output=True, text=True); print(p.stdout);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=home.env, cwd=home.path, capture_output=True, text=True)
+    lines = out.stdout.strip().splitlines()
+    assert json.loads(lines[0])["ingested"] == i
+    peak_mb = int(lines[-1]) / 1024
+    # interpreter and imports (~50 MB) + SQLite's page cache (32 MB) + one batch (<= 8M characters)
+    assert peak_mb < 120, f"peak RSS {peak_mb:.0f} MB for a 60 MB mbox"
+
+
+def test_progress_bar_on_a_terminal_shows_counts_and_rate(home):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from mailcli.synth import write_jsonl
+
+    data = write_jsonl(home.path / "gen.jsonl", 30_000, seed=7)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailcli", "ingest", str(data), "--no-enqueue"],
+        cwd=home.path, env={**home.env, "COLUMNS": "120", "TERM": "xterm"}, stdin=slave, stdout=slave, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(60)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "ingest" in screen and " ok " in screen and "/s" in screen  # counts and rate while running
+    assert "ingested" in screen  # the summary at the end

@@ -12,6 +12,7 @@ from mailcli.store.db import Store
 from mailcli.store.ingest import IngestWriter
 
 BATCH = 5000
+BATCH_CHARS = 8_000_000  # and at most this much body text per batch: memory stays bounded
 
 
 @dataclass
@@ -95,13 +96,16 @@ def ingest_paths(
         if on_batch:
             on_batch(summary)
 
+    batch_chars = 0
     for rec in iter_many(paths, fmt):
         if isinstance(rec, Reject):
             rejects.append(rec)
         else:
             emails.append(rec)
-        if len(emails) + len(rejects) >= batch_size:
+            batch_chars += len(rec.body)
+        if len(emails) + len(rejects) >= batch_size or batch_chars >= BATCH_CHARS:
             flush()
+            batch_chars = 0
     flush()
     # a conversation merged away later in the run no longer exists
     touched = writer.counts.touched

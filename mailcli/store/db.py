@@ -59,7 +59,7 @@ def connect(db_path: Path, *, readonly: bool = False, timeout: float = 30.0) -> 
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA temp_store=MEMORY")
-    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA cache_size=-32768")  # 32 MB: bounded whatever the export's size
     return conn
 
 
