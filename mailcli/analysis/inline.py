@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailcli.analysis.pipeline import LLMPhases, analyze_conversation
+from mailcli.analysis.pipeline import LLMPhases, analyze_batch
 from mailcli.config import Settings
 from mailcli.store.db import Store
 from mailcli.store.jobs import apply_results, conversation_payloads, pending_ids
@@ -33,13 +33,20 @@ def analyze_inline(
     batch: int = 500,
     on_progress: Callable[[InlineSummary], None] | None = None,
 ) -> InlineSummary:
+    """Analyse every pending conversation here, committing after each batch.
+
+    With an LLM the batches are small, so a long run keeps what it has done; the conversations of a
+    batch run side by side as in a worker's job (`analyze_batch`), bounded by the client's in-flight limit.
+    """
     summary = InlineSummary()
     done: set[str] = set()
+    if llm is not None:
+        batch = min(batch, 8 * max(1, int(getattr(llm, "max_in_flight", 1) or 1)))
     while True:
         ids = [cid for cid in pending_ids(store, batch) if cid not in done]  # done: never loop on one
         if not ids:
             break
-        results = [analyze_conversation(p, llm) for p in conversation_payloads(store, ids, settings)]
+        results = analyze_batch({"conversations": conversation_payloads(store, ids, settings)}, llm)
         apply_results(store, results, job_id="inline")
         done.update(ids)
         for r in results:

@@ -171,11 +171,51 @@ class OllamaLLMPhases:
 
     def phase2_key(self, email: dict[str, Any]) -> str:
         data, _ = prompts.phase2_data(email)
-        return f"{self.phase2_model}|{prompts.PHASE2_PROMPT_VERSION}|{prompts.input_hash(data)}"
+        return key_prefixes(self.phase2_model, self.phase3_model)[0] + prompts.input_hash(data)
 
     def phase3_key(self, emails: list[dict[str, Any]]) -> str:
         data, _, _ = prompts.phase3_data(emails)
-        return f"{self.phase3_model}|{prompts.PHASE3_PROMPT_VERSION}|{prompts.input_hash(data)}"
+        return key_prefixes(self.phase2_model, self.phase3_model)[1] + prompts.input_hash(data)
+
+    # --- worker start: are the models there? load them before the first request needs them
+
+    def warm_up(self) -> dict[str, list[str]]:
+        """Check every host's /api/tags for both models and load the ones present (with keep_alive).
+
+        Never raises: Ollama being down or a model not pulled is logged as a warning naming the fix,
+        and the jobs go on (their LLM phases stay owed, conversations ``partial``). Returns, per
+        model, the hosts that loaded it.
+        """
+        models = list(dict.fromkeys([self.phase2_model, self.phase3_model]))
+        warmed: dict[str, list[str]] = {m: [] for m in models}
+        hosts = ", ".join(self.client.hosts)
+        try:
+            found = self.client.check_models(models)  # one attempt per host, no retries
+        except Exception as exc:  # never let a warm-up take a worker down
+            log.warning("LLM warm-up: could not list the models on %s: %s", hosts, exc)
+            return warmed
+        if not any(found.values()):
+            log.warning(
+                "LLM warm-up: Ollama at %s is not reachable or has none of %s; phases 2 and 3 stay owed "
+                "(conversations partial) until it is up: start it (`ollama serve`), pull the models, then run "
+                "`mailcli analyze --phase 2`", hosts, ", ".join(models),
+            )
+            return warmed
+        for model in models:
+            if not found[model]:
+                log.warning('LLM warm-up: model "%s" not found on %s: run `ollama pull %s` on that host',
+                            model, hosts, model)
+                continue
+            lacking = [h for h in self.client.hosts if h not in found[model]]
+            if lacking:
+                log.warning('LLM warm-up: model "%s" not found on %s (or the host is down): run `ollama pull %s` '
+                            "there", model, ", ".join(lacking), model)  # fmt: skip
+            try:
+                warmed[model] = self.client.warm(model, keep_alive=self.keep_alive, timeout=self.phase3_timeout)
+            except OllamaError as exc:
+                log.warning("LLM warm-up: could not load %s: %s", model, exc)
+        log.info("LLM warm-up: %s", ", ".join(f"{m} on {', '.join(h) or 'no host'}" for m, h in warmed.items()))
+        return warmed
 
     # --- phase 2
 
@@ -323,9 +363,7 @@ class OllamaLLMPhases:
 
 
 def _llm_unavailable(exc: _Unavailable, calls: list[dict[str, Any]]) -> LLMUnavailable:
-    err = LLMUnavailable(str(exc))
-    err.calls = calls  # type: ignore[attr-defined]  # the attempts made, for a ledger that wants them
-    return err
+    return LLMUnavailable(str(exc), calls)  # the attempts made: the pipeline puts them in the ledger
 
 
 # --------------------------------------------------------------------------------------- fallbacks
@@ -375,6 +413,15 @@ def phase3_fallback(emails: Sequence[Mapping[str, Any]], phase1: Sequence[Mappin
 
 
 # ------------------------------------------------------------------------------------------ factory
+
+
+def key_prefixes(phase2_model: str, phase3_model: str) -> tuple[str, str]:
+    """The start of the phase 2 and phase 3 keys (``model|prompt_version|``) for these models.
+
+    A stored answer whose key does not start so was made by another model or prompt version:
+    `mailcli analyze` requeues its conversation (and only the affected phase asks the LLM again).
+    """
+    return f"{phase2_model}|{prompts.PHASE2_PROMPT_VERSION}|", f"{phase3_model}|{prompts.PHASE3_PROMPT_VERSION}|"
 
 
 def make_llm_phases(settings: Any, **client_options: Any) -> OllamaLLMPhases:

@@ -3,14 +3,22 @@
 `analyze_conversation` is a function of the job payload (plain JSON data) and an optional LLM
 seam, so the same code runs inline (`mailcli analyze --inline`) and in an RQ worker that has no
 SQLite. The result is plain JSON data that the single writer applies idempotently.
+
+An answer whose key (model, prompt version, input hash) equals the stored one is not asked again:
+the result carries ``{"cached": True}`` in its place and the writer keeps the stored answer. Failed
+LLM attempts (``LLMUnavailable.calls``) are part of the result's ``llm_calls`` like the others.
+`analyze_batch` runs the LLM phases of a job's conversations side by side, as many as the seam's
+``max_in_flight`` (the client bounds what is really in flight).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mailcli.analysis.completeness import assess, plan_phases
+from mailcli.analysis.completeness import Completeness, assess, plan_phases
 from mailcli.analysis.phase1 import SenderLists, analyze_email
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -18,7 +26,14 @@ PAYLOAD_VERSION = 1
 
 
 class LLMUnavailable(Exception):
-    """The LLM phases could not run now (Ollama down, breakers open): the conversation stays partial."""
+    """The LLM phases could not run now (Ollama down, breakers open): the conversation stays partial.
+
+    ``calls`` holds the ledger records of the attempts that were made (the pipeline records them).
+    """
+
+    def __init__(self, message: str = "", calls: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.calls: list[dict[str, Any]] = list(calls or [])
 
 
 class LLMPhases(Protocol):
@@ -45,8 +60,24 @@ def highest_priority(priorities: list[str]) -> str:
     return max(priorities, key=lambda p: PRIORITY_RANK.get(p, 0), default="low")
 
 
-def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> dict[str, Any]:
-    """Analyse one conversation payload (see mailcli.store.jobs.conversation_payload)."""
+@dataclass
+class _Prepared:
+    """A conversation after phase 1 and completeness: what its LLM phases owe, before any is run."""
+
+    conv: dict[str, Any]
+    phase1: list[dict[str, Any]]
+    completeness: Completeness
+    owed2: list[int]
+    owed3: bool
+    force: bool
+
+    @property
+    def owes_llm(self) -> bool:
+        return bool(self.owed2) or self.owed3
+
+
+def _prepare(conv: dict[str, Any]) -> _Prepared:
+    """Phase 1 for every email, completeness and the plan of the LLM phases: pure and fast."""
     opts = conv.get("options", {})
     senders = SenderLists(
         own_domains=tuple(opts.get("own_domains", ())),
@@ -64,14 +95,24 @@ def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> 
         ).to_dict()
         for e in emails
     ]
-    priorities = [p["priority"] for p in phase1]
     completeness = assess([(e.get("subject", ""), e.get("body", "")) for e in emails])
-    plan = plan_phases(completeness.tier, priorities, all_phases=bool(opts.get("all_phases")))
+    plan = plan_phases(completeness.tier, [p["priority"] for p in phase1], all_phases=bool(opts.get("all_phases")))
+    # `--phase N` caps what this run owes: a phase above N is not run, and not owed by this run
     max_phase = int(opts.get("max_phase", 3))
-    force = bool(opts.get("force"))
+    return _Prepared(
+        conv=conv,
+        phase1=phase1,
+        completeness=completeness,
+        owed2=list(plan.phase2_emails) if max_phase >= 2 else [],
+        owed3=bool(plan.phase3) and max_phase >= 3,
+        force=bool(opts.get("force")),
+    )
 
-    owed2 = [i for i in plan.phase2_emails if max_phase >= 2]
-    owed3 = plan.phase3 and max_phase >= 3
+
+def _finish(prep: _Prepared, llm: LLMPhases | None) -> dict[str, Any]:
+    """Run the LLM phases the plan owes (skipping unchanged cached answers) and build the result."""
+    conv, phase1, owed2, owed3, force = prep.conv, prep.phase1, prep.owed2, prep.owed3, prep.force
+    emails: list[dict[str, Any]] = conv["emails"]
     phase2: list[dict[str, Any] | None] = [None] * len(emails)
     phase2_keys: list[str | None] = [None] * len(emails)
     phase3: dict[str, Any] | None = None
@@ -79,9 +120,9 @@ def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> 
     calls: list[dict[str, Any]] = []
     missing: list[str] = []
 
-    if (owed2 or owed3) and llm is None:
+    if prep.owes_llm and llm is None:
         missing.append("no LLM configured for this run")
-    elif owed2 or owed3:
+    elif prep.owes_llm:
         assert llm is not None
         # phase 2: only emails whose cached answer is for other text, model or prompt version
         todo = []
@@ -89,7 +130,7 @@ def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> 
             key = llm.phase2_key(emails[i])
             phase2_keys[i] = key
             if not force and emails[i].get("phase2_key") == key:
-                phase2[i] = {"cached": True}
+                phase2[i] = {"cached": True}  # the stored answer stands (apply_results keeps it)
             else:
                 todo.append(i)
         if todo:
@@ -102,6 +143,7 @@ def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> 
                         phase2_keys[i] = None
                         missing.append(f"phase 2 for email {emails[i].get('id')}")
             except LLMUnavailable as exc:
+                calls.extend(getattr(exc, "calls", None) or [])  # the failed attempts belong in the ledger
                 for i in todo:
                     phase2_keys[i] = None
                 missing.append(f"phase 2: {exc}")
@@ -111,17 +153,19 @@ def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> 
                 phase3 = {"cached": True}
             else:
                 try:
-                    phase3, new_calls = llm.run_phase3(emails, phase1, phase2, completeness.to_dict())
+                    phase3, new_calls = llm.run_phase3(emails, phase1, phase2, prep.completeness.to_dict())
                     calls.extend(new_calls)
                     if phase3 is None:
                         phase3_key = None
                         missing.append("phase 3")
                 except LLMUnavailable as exc:
+                    calls.extend(getattr(exc, "calls", None) or [])
                     phase3_key = None
                     missing.append(f"phase 3: {exc}")
         elif owed3:
             missing.append("phase 3 waits for phase 2")
 
+    priorities = [p["priority"] for p in phase1]
     return {
         "conversation_id": conv["conversation_id"],
         "revision": conv.get("revision", 0),
@@ -136,7 +180,7 @@ def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> 
             for e, p1, p2, k2 in zip(emails, phase1, phase2, phase2_keys, strict=True)
         ],
         "priority": highest_priority(priorities),
-        "completeness": completeness.to_dict(),
+        "completeness": prep.completeness.to_dict(),
         "plan": {"phase2_emails": list(owed2), "phase3": bool(owed3)},
         "phase3": phase3,
         "phase3_key": phase3_key,
@@ -146,14 +190,53 @@ def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> 
     }
 
 
+def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> dict[str, Any]:
+    """Analyse one conversation payload (see mailcli.store.jobs.conversation_payload)."""
+    return _finish(_prepare(conv), llm)
+
+
 def analyze_batch(
-    payload: dict[str, Any], llm: LLMPhases | None = None, on_result: Callable[[dict], None] | None = None
+    payload: dict[str, Any],
+    llm: LLMPhases | None = None,
+    on_result: Callable[[dict], None] | None = None,
+    *,
+    concurrency: int | None = None,
 ) -> list[dict[str, Any]]:
-    """A job: several small conversations of one priority share it, to keep per-job overhead small."""
-    results = []
-    for conv in payload["conversations"]:
-        result = analyze_conversation(conv, llm)
+    """A job: several small conversations of one priority share it, to keep per-job overhead small.
+
+    Phase 1 runs first for every conversation (fast, pure). The conversations that owe LLM phases
+    then run side by side, ``concurrency`` at a time (default: the seam's ``max_in_flight``), so the
+    LLM requests of the whole job, not of one conversation, fill the client's in-flight slots; the
+    client's limit still bounds what is in flight. ``on_result`` is called in the calling thread, as
+    each conversation finishes; the returned list keeps the payload's order.
+    """
+    prepared = [_prepare(conv) for conv in payload["conversations"]]
+    results: list[dict[str, Any] | None] = [None] * len(prepared)
+
+    def done(i: int, result: dict[str, Any]) -> None:
+        results[i] = result
         if on_result:
             on_result(result)
-        results.append(result)
-    return results
+
+    waiting = []
+    for i, prep in enumerate(prepared):
+        if llm is None or not prep.owes_llm:
+            done(i, _finish(prep, llm))
+        else:
+            waiting.append(i)
+    width = min(len(waiting), max(1, concurrency or int(getattr(llm, "max_in_flight", 1) or 1)))
+    if width <= 1:
+        for i in waiting:
+            done(i, _finish(prepared[i], llm))
+    elif waiting:
+        pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="mailcli-conversation")
+        finished = False
+        try:
+            futures = {pool.submit(_finish, prepared[i], llm): i for i in waiting}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+            finished = True
+        finally:
+            # on an error (or RQ's job timeout) do not wait for the requests still under way
+            pool.shutdown(wait=finished, cancel_futures=True)
+    return [r for r in results if r is not None]

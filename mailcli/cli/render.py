@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rich import box
@@ -21,17 +20,25 @@ def _styled(value: Any, styles: dict[str, str]) -> Text:
 
 
 def results_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
+    # the LLM answers get columns where the terminal has room (`--json` and `show` always have them)
+    with_llm = width >= 68 + LLM_COST + 24
+    with_summary = width >= 68 + LLM_COST + 40 + 2 + 24
+    room = width - 68 - (LLM_COST if with_llm else 0)
     table = Table(title="Conversations", expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("conversation", no_wrap=True)
     # the subject takes what the fixed columns leave (Rich never shrinks a no_wrap column itself)
-    table.add_column("subject", overflow="ellipsis", no_wrap=True, max_width=max(12, min(60, width - 68)))
+    table.add_column("subject", overflow="ellipsis", no_wrap=True, max_width=max(12, min(60 if not with_summary else 40, room)))
     table.add_column("emails", justify="right", min_width=6)
     table.add_column("priority", min_width=8)
     table.add_column("complete", justify="right", min_width=8)
     table.add_column("tier", justify="right", min_width=4)
     table.add_column("status", min_width=8)
+    if with_llm:
+        table.add_column("LLM", no_wrap=True, min_width=LLM_WIDTH, max_width=LLM_WIDTH)
+    if with_summary:
+        table.add_column("phase 3 summary", overflow="ellipsis", no_wrap=True, max_width=min(80, room - 40 - 2))
     for r in rows:
-        table.add_row(
+        cells: list[Any] = [
             short_id(r["id"]),
             r["subject"] or "",
             str(r["emails"]),
@@ -39,8 +46,32 @@ def results_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
             "" if r["completeness"] is None else f"{r['completeness']}{'✓' if r['is_complete'] else ''}",
             "" if r["tier"] is None else str(r["tier"]),
             _styled(r["status"], STATUS_STYLE),
-        )
+        ]
+        if with_llm:
+            cells.append(_llm_cell(r))
+        if with_summary:
+            cells.append(_one_line(r.get("summary")))
+        table.add_row(*cells)
     return table
+
+
+LLM_WIDTH = 18  # "2:12/12 3:fallback"
+LLM_COST = LLM_WIDTH + 2  # with the padding
+
+
+def _llm_cell(r: dict[str, Any]) -> Text:
+    """Which LLM answers a conversation holds: ``2:3/4`` emails with phase 2, ``3:model`` (or fallback)."""
+    parts = []
+    if r.get("phase2_emails"):
+        parts.append(f"2:{r['phase2_emails']}/{r['emails']}")
+    if r.get("phase3_source"):
+        parts.append(f"3:{r['phase3_source']}")
+    text = " ".join(parts)
+    return Text(text, style="yellow" if "fallback" in text else "")
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text or "").split())
 
 
 SHORT_ID = 14
@@ -105,7 +136,73 @@ def conversation_view(detail: dict[str, Any]) -> Group:
             p2_text,
         )
     parts: list[Any] = [Panel(head, title="mailcli show", expand=False), emails]
+    answers = [(m, m["phase2"]) for m in detail["messages"] if m.get("phase2")]
+    if answers:
+        parts.append(_phase2_table(answers))
     p3 = detail.get("phase3")
     if p3:
-        parts.append(Panel(json.dumps(p3, indent=2, ensure_ascii=False), title=f"phase 3 ({p3.get('source', '')})"))
+        parts.append(_phase3_panel(p3))
     return Group(*parts)
+
+
+def _source(answer: dict[str, Any]) -> str:
+    return ", ".join(str(x) for x in (answer.get("source"), answer.get("model")) if x)
+
+
+def _bullets(items: Any, limit: int = 10) -> str:
+    return "\n".join(f"• {_one_line(i)}" for i in list(items or [])[:limit])
+
+
+def _phase2_table(answers: list[tuple[dict[str, Any], dict[str, Any]]]) -> Table:
+    """Phase 2 beyond the summary: action items, risk, what the rules missed, confidence."""
+    table = Table(title="Phase 2", show_lines=True)
+    table.add_column("email", no_wrap=True)
+    table.add_column("action items", overflow="fold", max_width=44)
+    table.add_column("risk", overflow="fold", max_width=32)
+    table.add_column("entities the rules missed", overflow="fold", max_width=32)
+    table.add_column("conf.", justify="right")
+    for m, p2 in answers:
+        actions = []
+        for item in p2.get("action_items") or []:
+            extra = ", ".join(str(x) for x in (item.get("owner"), item.get("deadline")) if x)
+            actions.append(_one_line(item.get("task")) + (f" ({extra})" if extra else ""))
+        missed = "; ".join(
+            f"{kind.replace('_', ' ')}: {', '.join(map(str, values))}"
+            for kind, values in (p2.get("missed_entities") or {}).items()
+            if values
+        )
+        conf = p2.get("confidence")
+        table.add_row(
+            Text.assemble((m["date"] or "")[:16].replace("T", " "), "\n",
+                          (_source(p2), "yellow" if p2.get("source") == "fallback" else "dim")),  # fmt: skip
+            "\n".join(f"• {a}" for a in actions),
+            _one_line(p2.get("risk_assessment")),
+            missed,
+            f"{conf:.2f}" if isinstance(conf, int | float) else "",
+        )
+    return table
+
+
+def _phase3_panel(p3: dict[str, Any]) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("summary", _one_line(p3.get("executive_summary")))
+    grid.add_row("escalation", Text("needed", style="bold red") if p3.get("escalation_needed") else Text("no"))
+    if p3.get("revenue_impact"):
+        grid.add_row("revenue impact", _one_line(p3.get("revenue_impact")))
+    for key in ("opportunity", "risk", "relationship"):
+        value = (p3.get("strategic_insights") or {}).get(key)
+        if value:
+            grid.add_row(key, _one_line(value))
+    if p3.get("cross_email_patterns"):
+        grid.add_row("patterns", _bullets(p3["cross_email_patterns"]))
+    wi = p3.get("workflow_intelligence") or {}
+    for key, label in (("predicted_next_steps", "next steps"), ("bottleneck_risks", "bottlenecks"),
+                       ("optimization_opportunities", "optimizations")):  # fmt: skip
+        if wi.get(key):
+            grid.add_row(label, _bullets(wi[key]))
+    if p3.get("fallback_reason"):
+        grid.add_row("fallback", Text(_one_line(p3["fallback_reason"]), style="yellow"))
+    fallback = p3.get("source") == "fallback"
+    return Panel(grid, title=f"phase 3 ({_source(p3)})", border_style="yellow" if fallback else "", expand=False)

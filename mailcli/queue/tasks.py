@@ -4,8 +4,10 @@ conversations in the payload and hands its results to the Redis stream the sink 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from rq import get_current_job
@@ -13,11 +15,22 @@ from rq import get_current_job
 from mailcli.analysis.pipeline import analyze_batch
 from mailcli.queue.jobs import RESULTS_STREAM
 
+log = logging.getLogger("mailcli.tasks")
+
 _llm_cache: dict[tuple[str, str, str], Any] = {}
+_llm_lock = threading.Lock()
 
 
 def _llm_for(options: dict[str, Any]):
-    """One LLM seam per worker process and model pair: its HTTP pool and breakers outlive a job."""
+    """One LLM seam per worker process and model pair: its HTTP pool and breakers outlive a job.
+
+    The first time a seam is made (the worker's first job that may need an LLM), a background
+    thread checks /api/tags for its models and loads them with keep_alive (`warm_up`): the job does
+    not wait for it, and an Ollama that is down is a logged warning, never a failed worker or job.
+    A job capped at phase 1 (`analyze --phase 1`) needs no seam and never touches Ollama.
+    """
+    if int(options.get("max_phase", 3) or 3) < 2:
+        return None
     try:
         from mailcli.analysis.llm_phases import make_llm_phases
     except ImportError:
@@ -26,32 +39,49 @@ def _llm_for(options: dict[str, Any]):
 
     settings = load_settings()
     key = (settings.ollama_host, options.get("phase2_model", ""), options.get("phase3_model", ""))
-    if key not in _llm_cache:
-        _llm_cache[key] = make_llm_phases(
-            settings.with_overrides(phase2_model=key[1] or None, phase3_model=key[2] or None)
-        )
-    return _llm_cache[key]
+    with _llm_lock:
+        llm = _llm_cache.get(key)
+        if llm is None:
+            llm = make_llm_phases(settings.with_overrides(phase2_model=key[1] or None, phase3_model=key[2] or None))
+            _llm_cache[key] = llm
+            threading.Thread(target=_warm_up, args=(llm,), name="mailcli-llm-warmup", daemon=True).start()
+    return llm
+
+
+def _warm_up(llm: Any) -> None:
+    try:
+        llm.warm_up()
+    except Exception as exc:  # warm_up never raises by design; a bug there must not kill anything either
+        log.warning("LLM warm-up failed: %s", exc)
 
 
 def analyze_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Analyse the conversations of one job; each result goes to the results stream as it is ready."""
+    """Analyse the conversations of one job; each result goes to the results stream as it is ready.
+
+    An Ollama that is down does not fail the job (RQ's retries are for real failures): phase 1 is
+    published, the LLM phases stay owed (``partial``) and the failed attempts go to the ledger; the
+    client's circuit breaker keeps the next jobs from knocking again until its cooldown.
+    """
     job = get_current_job()
     conn = job.connection if job is not None else None
     job_id = job.id if job is not None else None
     conversations = payload.get("conversations", [])
-    llm = _llm_for(conversations[0].get("options", {})) if conversations else None
-    emails = 0
+    # the conversations of a job may carry different --phase caps: one that may owe an LLM phase decides
+    wants_llm = [c.get("options", {}) for c in conversations if int(c.get("options", {}).get("max_phase", 3) or 3) >= 2]
+    llm = _llm_for(wants_llm[0]) if wants_llm else None
+    emails = calls = 0
     statuses: dict[str, int] = {}
 
     def publish(result: dict[str, Any]) -> None:
-        nonlocal emails
+        nonlocal emails, calls
         emails += len(result["emails"])
+        calls += len(result.get("llm_calls") or ())
         statuses[result["status"]] = statuses.get(result["status"], 0) + 1
         if conn is not None:
             conn.xadd(RESULTS_STREAM, {"job": job_id or "", "result": json.dumps(result)})
 
     analyze_batch(payload, llm, on_result=publish)
-    return {"conversations": len(conversations), "emails": emails, "statuses": statuses}
+    return {"conversations": len(conversations), "emails": emails, "statuses": statuses, "llm_calls": calls}
 
 
 def probe(payload: Any) -> dict[str, Any]:

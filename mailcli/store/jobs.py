@@ -37,15 +37,29 @@ def mark_for_analysis(
     reanalyze: bool = False,
     all_phases: bool = False,
     max_phase: int = 3,
+    llm_keys: tuple[str, str] | None = None,
 ) -> int:
-    """`mailcli analyze`: make conversations owed again. Returns how many are now pending."""
-    where, params = [], []
+    """`mailcli analyze`: make conversations owed again. Returns how many are now pending.
+
+    ``llm_keys`` (the current ``model|prompt_version|`` prefixes of phase 2 and 3 keys, see
+    mailcli.analysis.llm_phases.key_prefixes) also makes owed the `analyzed` conversations that lack
+    an LLM answer this run owes them (a run capped by `--phase` left it out), or hold one made by
+    another model or prompt version. Their jobs ask the LLM only for those: unchanged answers are
+    cached by key.
+    """
+    where: list[str] = []
+    params: list[Any] = []
     if conversation_id is not None:
         where.append("id = ?")
         params.append(conversation_id)
     elif not reanalyze:
-        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        cond = f"status IN ({','.join('?' * len(statuses))})"
         params.extend(statuses)
+        if llm_keys is not None and max_phase >= 2:
+            stale, stale_params = _stale_llm_sql(llm_keys, all_phases=all_phases, max_phase=max_phase)
+            cond = f"({cond} OR (status = 'analyzed' AND id IN ({stale})))"
+            params.extend(stale_params)
+        where.append(cond)
     sql = (
         "UPDATE conversations SET status = 'pending', want_all_phases = ?, force = ?, max_phase = ?,"
         " revision = revision + 1, updated_at = ?" + (" WHERE " + " AND ".join(where) if where else "")
@@ -53,6 +67,30 @@ def mark_for_analysis(
     with store.conn:
         cur = store.conn.execute(sql, [int(all_phases), int(reanalyze), max_phase, now_iso(), *params])
     return cur.rowcount
+
+
+def _stale_llm_sql(llm_keys: tuple[str, str], *, all_phases: bool, max_phase: int) -> tuple[str, list[Any]]:
+    """Ids of analysed conversations owed an LLM answer they lack or hold from another model/prompt.
+
+    Owed as in completeness.plan_phases: phase 2 for every email from tier 2 (and for a critical
+    email at any tier), phase 3 at tier 3; everything with --all-phases; nothing above --phase.
+    """
+    p2, p3 = llm_keys
+    allp = int(all_phases)
+    parts = [
+        "SELECT ea.conversation_id FROM email_analysis ea"
+        " JOIN conversation_analysis ca ON ca.conversation_id = ea.conversation_id"
+        " WHERE (ca.tier >= 2 OR ea.priority = 'critical' OR ?)"
+        " AND (ea.phase2 IS NULL OR ea.phase2_key IS NULL OR substr(ea.phase2_key, 1, ?) != ?)"
+    ]
+    params: list[Any] = [allp, len(p2), p2]
+    if max_phase >= 3:
+        parts.append(
+            "SELECT ca.conversation_id FROM conversation_analysis ca WHERE (ca.tier >= 3 OR ?)"
+            " AND (ca.phase3 IS NULL OR ca.phase3_key IS NULL OR substr(ca.phase3_key, 1, ?) != ?)"
+        )
+        params += [allp, len(p3), p3]
+    return " UNION ".join(parts), params
 
 
 def pending_ids(store: Store, limit: int | None = None, *, status: str = "pending") -> list[str]:
