@@ -26,7 +26,7 @@ EXTERNAL_TEST_DB = int(os.environ.get("MAILCLI_TEST_REDIS_DB", 1 + os.getpid() %
 sys.path.insert(0, str(TESTS))  # ollama_standin, jobhelpers
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition", interval: float = 0.05):
     """Poll `cond` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -64,6 +64,8 @@ class Home:
         env["MAILCLI_HOME"] = str(self.data)
         env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT)])
         env["COLUMNS"] = "160"
+        # pool tests run job functions of tests/jobhelpers.py; workers refuse any other non-mailcli task
+        env["MAILCLI_TASK_MODULES"] = "jobhelpers"
         # a closed port: no test ever reaches a real Ollama by accident
         env["OLLAMA_HOST"] = "http://127.0.0.1:9"
         if self.redis_url:

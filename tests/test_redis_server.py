@@ -17,12 +17,13 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import redis
+from conftest import wait_for
 
 from mailcli.config import ConfigError, Settings
 from mailcli.queue import redis_server
@@ -40,19 +41,6 @@ SYSTEM_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 def servers_in(directory: Path) -> list[psutil.Process]:

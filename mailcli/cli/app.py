@@ -36,6 +36,11 @@ app = typer.Typer(
 PRIORITIES = ("critical", "high", "medium", "low")
 
 
+def _check_priority(priority: str | None) -> None:
+    if priority is not None and priority not in PRIORITIES:
+        raise CliError(f"unknown --priority {priority!r}: use critical, high, medium or low", EXIT_USAGE)
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"mailcli {__version__}")
@@ -95,8 +100,7 @@ def ingest(
 
     if fmt not in ("auto", "jsonl", "mbox", "eml", "maildir"):
         raise CliError(f"unknown --format {fmt!r}: use auto, jsonl, mbox, eml or maildir", EXIT_USAGE)
-    if priority is not None and priority not in PRIORITIES:
-        raise CliError(f"unknown --priority {priority!r}: use critical, high, medium or low", EXIT_USAGE)
+    _check_priority(priority)
     cfg = settings()
     from mailcli.ingest.pipeline import check_paths
 
@@ -288,8 +292,7 @@ def results(
     from mailcli.cli.render import results_table
     from mailcli.store.read import conversation_rows
 
-    if priority is not None and priority not in PRIORITIES:
-        raise CliError(f"unknown --priority {priority!r}: use critical, high, medium or low", EXIT_USAGE)
+    _check_priority(priority)
     with _open_store(readonly=True) as store:
         rows = conversation_rows(store, priority=priority, conversation_id=conversation, limit=limit)
     if json_out:
