@@ -567,3 +567,23 @@ def test_2kb_email_is_analyzed_in_well_under_a_millisecond_budget():
         analyze_email("RE: order", text)
     per_email = (time.perf_counter() - start) / runs
     assert per_email < 0.02  # generous for shared CI; measured ~0.3 ms on a quiet machine
+
+
+def test_priority_of_agrees_with_analyze_email_on_samples_and_generated_mail():
+    """The feeder routes by priority_of; it must give exactly phase 1's priority."""
+    import json
+    from pathlib import Path
+
+    from mailcli.analysis.phase1 import priority_of
+    from mailcli.synth import generate
+
+    cases = [(r["subject"], r["body"], r.get("importance", "normal")) for r in generate(3000, seed=11)]
+    for line in (Path(__file__).parent.parent / "samples" / "flat.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        cases.append((rec.get("subject", ""), rec.get("body") or "", rec.get("importance", "normal")))
+    cases += [("URGENT asap", "", "high"), ("", "PO 4500012345", "normal"), ("quote 123456", "", "low"),
+              ("", "$25,000.00 due", "normal"), ("hello", "see you today", "normal"), ("", "", "normal")]  # fmt: skip
+    for subject, body, importance in cases:
+        assert priority_of(subject, body, importance=importance) == analyze_email(
+            subject, body, importance=importance
+        ).priority, (subject, body[:200])
