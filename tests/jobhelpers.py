@@ -35,3 +35,33 @@ def hog(payload: dict) -> str:
     result = blocked(payload)
     del block
     return result
+
+
+def stuck_once(payload: dict) -> str:
+    """The first attempt hangs (past any job timeout); a retry finishes at once."""
+    conn = _conn()
+    attempt = conn.incr(f"test:attempts:{payload['id']}")
+    if attempt == 1:
+        conn.blpop([f"test:never:{payload['id']}"], timeout=payload.get("hang", 60))
+    conn.incr(f"test:done:{payload['id']}")
+    return payload["id"]
+
+
+def spin(payload: dict) -> str:
+    """Pure-Python CPU work for `seconds`: busy, but the worker's heartbeat thread still beats."""
+    conn = _conn()
+    conn.incr(f"test:started:{payload['id']}")
+    deadline = time.monotonic() + payload["seconds"]
+    n = 0
+    while time.monotonic() < deadline:
+        n += sum(i * i for i in range(1000))
+    conn.incr(f"test:done:{payload['id']}")
+    return payload["id"]
+
+
+def touch_marker(*args, **kwargs) -> None:
+    """A callback that must never run: it leaves a file where MAILCLI_TEST_MARKER says."""
+    import os
+    from pathlib import Path
+
+    Path(os.environ["MAILCLI_TEST_MARKER"]).touch()

@@ -56,8 +56,11 @@ def stop_pool(proc: subprocess.Popen, timeout: float = 30) -> int:
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # the supervisor dumps its threads' stacks: why it is stuck
+        time.sleep(1)
         proc.kill()
-        return proc.wait(5)
+        proc.wait(5)
+        raise AssertionError(f"the pool did not stop within {timeout}s:\n{proc.stderr.read()[-6000:]}") from None
 
 
 @pytest.fixture
@@ -157,7 +160,7 @@ def test_memory_over_1_5x_limit_kills_at_once_and_requeues(home, pool):
     conn = home.redis()
     pool("--min", "1", "--max", "1", "--max-memory", "100")
     job, key = enqueue(conn, func="jobhelpers.hog", mb=300, max_seconds=2)
-    wait_for(lambda: count(conn, "started", key) >= 1, what="the hog to start")
+    wait_for(lambda: count(conn, "attempts", key) >= 1, what="the hog to start")
     # killed, requeued, killed again ... and after 3 kills it fails instead of looping forever
     wait_for(lambda: status_of(conn, job.id) == "failed", timeout=60, what="the poisonous job to fail")
     assert count(conn, "attempts", key) == 3 and count(conn, "done", key) == 0

@@ -7,6 +7,7 @@ memory is bounded whatever the export's size. Runs in the coordinator (superviso
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -17,7 +18,15 @@ from rq.serializers import JSONSerializer
 from mailcli.analysis.phase1 import priority_of
 from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
-from mailcli.queue.jobs import PRIORITIES, enqueue_conversations, failed_jobs, group_into_jobs, job_id_for
+from mailcli.pool.state import read_workers
+from mailcli.queue.jobs import (
+    PRIORITIES,
+    enqueue_conversations,
+    failed_jobs,
+    group_into_jobs,
+    job_id_for,
+    requeue_stranded,
+)
 from mailcli.store.db import Store, now_iso
 from mailcli.store.jobs import conversation_payloads, mark_failed, pending_ids
 
@@ -26,6 +35,7 @@ log = logging.getLogger("mailcli.feeder")
 FEED_CHUNK = 1000  # conversations read from SQLite per round trip
 FAILED_SEEN = "mailcli:failed-seen"
 PENDING_KEY = "mailcli:pending"  # pending count, published for remote pools' autoscalers
+HELD_FRESH = 15.0  # seconds: a worker whose heartbeat is younger is alive
 
 
 def queue_priority(conv: dict[str, Any]) -> str:
@@ -107,16 +117,28 @@ def reconcile(store: Store, conn: redis.Redis) -> int:
     rows = store.conn.execute(
         "SELECT DISTINCT job_id FROM conversations WHERE status = 'queued' AND job_id IS NOT NULL"
     ).fetchall()
+    if not rows:
+        return 0
+    # a job a live worker has just popped is in no list for a moment: it is not stranded
+    held = {
+        w.get("job_id")
+        for w in read_workers(conn)
+        if w.get("state") == "busy" and time.time() - float(w.get("heartbeat") or 0) < HELD_FRESH
+    }
     lost = []
     for (job_id,) in rows:
         try:
             job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
             status = job.get_status(refresh=False)
+        except redis.RedisError:
+            raise  # Redis away is not Redis lost
         except Exception:
             lost.append(job_id)
             continue
         if status in (JobStatus.FINISHED, JobStatus.CANCELED, JobStatus.STOPPED) or status is None:
             lost.append(job_id)
+        elif status == JobStatus.QUEUED and job_id not in held and requeue_stranded(conn, job):
+            log.warning("requeued job %s: popped by a worker that died before starting it", job_id)
     if not lost:
         return 0
     ts = now_iso()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 import redis
 
@@ -14,6 +15,12 @@ from mailcli.store.db import Store
 from mailcli.store.jobs import apply_results
 
 log = logging.getLogger("mailcli.sink")
+# what applying a malformed result raises (a missing key, a wrong type, a row it does not fit), as opposed
+# to the OperationalErrors of a full disk or a lock, after which the same batch is tried again
+_MALFORMED = (
+    KeyError, TypeError, ValueError, AttributeError, IndexError,
+    sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
+)  # fmt: skip
 CONSUMER = "coordinator"  # one fixed name: a restarted sink picks up what its predecessor left unacked
 
 
@@ -36,6 +43,16 @@ class Sink:
 
     def drain(self, block_ms: int | None = None) -> int:
         """Apply one batch; returns how many results were applied (0 when none came)."""
+        try:
+            return self._drain(block_ms)
+        except BaseException:
+            # a batch read but not acknowledged (SQLite could not take it, Redis went away before the
+            # XACK) stays pending in the group, and only a read from "0" delivers it again: ">" would
+            # skip it for good
+            self._backlog_done = False
+            raise
+
+    def _drain(self, block_ms: int | None) -> int:
         start = ">" if self._backlog_done else "0"
         try:
             resp = self.conn.xreadgroup(
@@ -63,16 +80,35 @@ class Sink:
                 results.append((fields.get(b"job") or fields.get("job") or b"", json.loads(raw)))
             except ValueError:
                 log.error("dropping an unreadable result entry %s", entry_id)
+        applied = len(results)
+        try:
+            self._apply(results)
+        except _MALFORMED:
+            # not a result our workers write (someone else's entry on our stream): apply the good ones
+            # one by one and drop the bad, so one foreign entry can not stall every result behind it
+            applied = 0
+            for one in results:
+                try:
+                    self._apply([one])
+                    applied += 1
+                except _MALFORMED as exc:
+                    log.error("dropping a result entry that is not a mailcli result (%s)", type(exc).__name__)
+        with self.conn.pipeline(transaction=True) as pipe:
+            # acknowledged and deleted together or not at all: an acked entry left in the stream
+            # would count as a result not yet in SQLite for ever
+            pipe.xack(RESULTS_STREAM, SINK_GROUP, *ids)
+            pipe.xdel(RESULTS_STREAM, *ids)
+            pipe.execute()
+        self.applied += applied
+        return applied
+
+    def _apply(self, results: list) -> None:
         by_job: dict[str, list] = {}
         for job, result in results:
             by_job.setdefault(job.decode() if isinstance(job, bytes) else job, []).append(result)
-        with self.store.conn:  # one transaction for the batch
+        with self.store.conn:  # one transaction for the batch; rolled back (and not acked) on error
             for job_id, rs in by_job.items():
                 apply_results(self.store, rs, job_id=job_id or None, commit=False)
-        self.conn.xack(RESULTS_STREAM, SINK_GROUP, *ids)
-        self.conn.xdel(RESULTS_STREAM, *ids)
-        self.applied += len(results)
-        return len(results)
 
     def pending(self) -> int:
         """Results written by workers but not yet in SQLite."""

@@ -10,10 +10,12 @@ reaping of a dead worker.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +28,7 @@ import psutil
 import redis
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
@@ -47,6 +50,7 @@ log = logging.getLogger("mailcli.pool")
 TICK = 0.2
 CRASH_WINDOW = 10.0  # a worker that dies this soon after starting, having done nothing, is crashing
 MAX_BACKOFF = 60.0
+DEAD_POOL_AFTER = 5.0  # seconds without a heartbeat (published every tick) before a pool counts as gone
 
 
 @dataclass
@@ -115,9 +119,14 @@ class Supervisor:
         self._signals = 0
         self._src_mtime = _source_mtime() if cfg.reload else 0.0
         logging.getLogger("rq.scheduler").setLevel(logging.WARNING)  # its lock chatter is not news
-        self._scheduler = RQScheduler([queue_name(p) for p in PRIORITIES], connection=conn, serializer=JSONSerializer)
+        # named after the pool, so another pool can tell a dead holder of the scheduler locks (below)
+        self._scheduler = RQScheduler(
+            [queue_name(p) for p in PRIORITIES], connection=conn, serializer=JSONSerializer, name=self.pool_id
+        )
         self._scheduler_locks_at = 0.0
         self._last_sweep = time.monotonic()
+        self._redis_lost_at = -1e9  # when Redis last failed to answer the watch (heartbeats unknown then)
+        self._to_recover: dict[str, str | None] = {}  # jobs of dead workers not requeued yet (Redis was away)
         home = settings.home.resolve()
         self.log_dir = home / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -126,6 +135,8 @@ class Supervisor:
 
     def run(self) -> int:
         self._install_signals()
+        # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a pool is stuck
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         log.warning(
             "pool %s: %d..%d workers%s%s",
             self.pool_id,
@@ -151,6 +162,7 @@ class Supervisor:
     def _tick(self) -> None:
         now = time.monotonic()
         self._reap()
+        self._recover_later()
         self._watch(now)
         if not self.stopping:
             self._read_control()
@@ -183,7 +195,8 @@ class Supervisor:
         env["MAILCLI_HOME"] = str(self.settings.home.resolve())
         if self.settings.redis_url:
             env["REDIS_URL"] = self.settings.redis_url
-        with open(log_path, "ab") as logf:
+        # private like the rest of the data directory, whatever the umask
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
             # its own session: a Ctrl-C in the terminal reaches the supervisor only, which then
             # stops the workers in order
             popen = subprocess.Popen(
@@ -244,7 +257,8 @@ class Supervisor:
                 outcome = recover_job(self.conn, job_id, killed_for=blame)
             except redis.RedisError as exc:
                 outcome = ""
-                log.error("could not requeue job %s of dead worker %s: %s", job_id, wp.name, exc)
+                self._to_recover[job_id] = blame
+                log.error("could not requeue job %s of dead worker %s yet (%s); will retry", job_id, wp.name, exc)
             requeued = outcome == "requeued"
             if outcome:
                 self.recovered += requeued
@@ -278,6 +292,18 @@ class Supervisor:
             log.warning("worker %s died (%s); replacing it", wp.name, _exit_text(code))
         self.replaced += 1
 
+    def _recover_later(self) -> None:
+        """Requeue the jobs of workers that died while Redis was away, now that it may be back."""
+        for job_id, blame in list(self._to_recover.items()):
+            try:
+                outcome = recover_job(self.conn, job_id, killed_for=blame)
+            except redis.RedisError:
+                return
+            del self._to_recover[job_id]
+            self.recovered += outcome == "requeued"
+            if outcome:
+                log.warning("job %s of a worker that died while Redis was away: %s", job_id, outcome)
+
     # -- the living -----------------------------------------------------------------------
 
     def _watch(self, now: float) -> None:
@@ -291,6 +317,10 @@ class Supervisor:
                 rows = pipe.execute()
         except redis.RedisError:
             rows = [[None] * 4 for _ in names]
+            self._redis_lost_at = now
+        # heartbeats could not be read while Redis was away: give every worker a full timeout to beat
+        # again before calling it frozen, instead of killing healthy workers for Redis's outage
+        judge = now - self._redis_lost_at > self.cfg.heartbeat_timeout
         wall = time.time()
         limit = self.cfg.max_memory_mb * 1024 * 1024 if self.cfg.max_memory_mb else None
         for n, (st, job_id, beat, done) in zip(names, rows, strict=True):
@@ -307,7 +337,7 @@ class Supervisor:
                 continue
             # a heartbeat that stopped: the process exists but is not alive (stopped, wedged)
             age = wall - wp.heartbeat if wp.heartbeat else now - wp.started
-            if age > self.cfg.heartbeat_timeout:
+            if judge and age > self.cfg.heartbeat_timeout:
                 self.kill_worker(wp, f"no heartbeat for {age:.0f}s")
                 continue
             if limit and wp.proc is not None:
@@ -416,13 +446,33 @@ class Supervisor:
     def _schedule_retries(self, now: float) -> None:
         """Retries wait in RQ's scheduled registry; move the due ones back to their queues."""
         try:
-            if now - self._scheduler_locks_at > 10:
+            # every 10 s; every 2 s while another pool holds some of the locks (it may have died)
+            every = 10 if len(self._scheduler.acquired_locks) == len(PRIORITIES) else 2
+            if now - self._scheduler_locks_at > every:
+                self._take_over_dead_schedulers()
                 self._scheduler.acquire_locks()
                 self._scheduler_locks_at = now
             if self._scheduler.acquired_locks:
                 self._scheduler.enqueue_scheduled_jobs()
         except redis.RedisError:
             pass
+
+    def _take_over_dead_schedulers(self) -> None:
+        """A pool killed with kill -9 keeps RQ's scheduler locks until their TTL (a minute) lapses, and the
+        retries it scheduled wait that long: release the locks of a pool whose heartbeat stopped."""
+        pools = {p.get("id"): p for p in state.read_pools(self.conn)}
+        wall = time.time()
+        for name in (queue_name(p) for p in PRIORITIES):
+            key = RQScheduler.get_locking_key(name)
+            holder = self.conn.get(key)
+            holder = holder.decode() if isinstance(holder, bytes) else holder
+            if not holder or holder == self.pool_id or holder not in pools:
+                continue  # free, ours, or not a mailcli pool (left alone)
+            info = pools[holder]
+            here_and_gone = info.get("host") == socket.gethostname() and not _alive(int(info.get("pid") or 0))
+            if here_and_gone or wall - float(info.get("heartbeat") or 0) > DEAD_POOL_AFTER:
+                if release_lock(self.conn, key, holder):
+                    log.warning("took over the retry schedule of %s from pool %s, which is gone", name, holder)
 
     def _sweep_orphans(self, startup: bool = False) -> None:
         """Jobs held by workers that are gone (a crashed host, a killed pool) go back to their queues."""
@@ -544,14 +594,15 @@ class Supervisor:
     def _coordinate(self) -> None:
         from mailcli.pool.feeder import feed_once, mark_failed_jobs, pending_count, reconcile
         from mailcli.pool.sink import Sink
-        from mailcli.queue.redis_server import connect
+        from mailcli.queue.redis_server import EmbeddedRedis, RedisUnavailable, connect
         from mailcli.store.db import Store
 
         store = Store.open(self.settings.db)
         conn = connect(self.settings)
         sink = Sink(store, conn)
-        last_feed = last_failed = 0.0
+        last_feed = last_failed = last_heal = 0.0
         reconciled = False
+        db_error_since: float | None = None
         try:
             while True:
                 stop = self._coordinator_stop.is_set()
@@ -559,8 +610,9 @@ class Supervisor:
                     applied = sink.drain(block_ms=100 if not stop else None)
                     now = time.monotonic()
                     if self._feeding.is_set() and now - last_feed > 0.3:
-                        if not reconciled:
-                            reconcile(store, conn) if sink.pending() == 0 else None
+                        if not reconciled and sink.pending() == 0:
+                            # jobs an earlier run left in SQLite as queued but Redis no longer has
+                            reconcile(store, conn)
                             reconciled = True
                         feed_once(store, conn, self.settings, self.cfg.window)
                         last_feed = now
@@ -570,15 +622,43 @@ class Supervisor:
                     self._pending_remote = pending_count(store)
                     if self.cfg.burst and applied == 0:
                         self._work_done.set() if self._all_done(store, conn, sink) else self._work_done.clear()
+                    elif applied == 0 and now - last_heal > 2:
+                        # a long-running pool heals too: work Redis lost (a restart without persistence)
+                        # is found once Redis has nothing left to do, and requeued from SQLite
+                        self._all_done(store, conn, sink)
+                        last_heal = now
+                    if db_error_since is not None and applied:
+                        log.warning("the database is writable again; results flow from Redis to SQLite")
+                        db_error_since = None
                     if stop and applied == 0:
                         break
                 except redis.RedisError as exc:
                     log.warning("redis unavailable (%s); retrying", exc)
                     time.sleep(0.5)
+                    if not self.settings.redis_url:
+                        # the embedded server is this host's to keep: one that crashed or was stopped
+                        # is started again (from its append-only file)
+                        try:
+                            EmbeddedRedis(self.settings.redis_dir).ensure()
+                        except RedisUnavailable as exc2:
+                            log.error("%s", exc2)
                     try:
                         sink.ensure_group()
                     except redis.RedisError:
                         pass
+                except sqlite3.Error as exc:
+                    # disk full, database locked past its timeout, I/O error: the batch was rolled back
+                    # and not acknowledged, so it stays in Redis and is applied once SQLite can take it
+                    now = time.monotonic()
+                    if db_error_since is None or now - db_error_since > 30:
+                        log.error(
+                            "cannot write %s (%s): results wait in Redis until it can be written; %s",
+                            self.settings.db, exc, _db_fix(exc),
+                        )  # fmt: skip
+                        db_error_since = now
+                    if stop:
+                        break
+                    time.sleep(1.0)
         finally:
             store.close()
 
@@ -597,6 +677,22 @@ class Supervisor:
         mark_failed_jobs(store, conn)
         reconcile(store, conn)
         return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _db_fix(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "full" in text:
+        return "free disk space (nothing acknowledged is lost)"
+    if "locked" in text or "busy" in text:
+        return "another process holds a long write lock on the database; stop it"
+    return "check the disk and the file's permissions"
 
 
 def _exit_text(code: int) -> str:

@@ -27,11 +27,12 @@ SINK_GROUP = "sink"
 # in-process) stays a small fraction of the work; a large conversation has a job of its own.
 JOB_MAX_EMAILS = 40
 JOB_MAX_CONVERSATIONS = 40
+PHASE1_JOB_MAX_EMAILS = 200
 # LLM phases take seconds per email: the timeout grows with the job, with a floor.
 JOB_TIMEOUT_BASE = 120
 JOB_TIMEOUT_PER_EMAIL = 60
 RETRY = Retry(max=3, interval=[2, 8, 30])  # exponential backoff, in seconds
-RESULT_TTL = 600
+RESULT_TTL = 30  # results travel by the results stream; a finished job need not linger in Redis
 FAILURE_TTL = 7 * 24 * 3600
 
 
@@ -58,15 +59,23 @@ def job_id_for(conversations: Sequence[dict[str, Any]]) -> str:
 
 
 def group_into_jobs(
-    conversations: Sequence[dict[str, Any]], max_emails: int = JOB_MAX_EMAILS
+    conversations: Sequence[dict[str, Any]], max_emails: int | None = None
 ) -> list[list[dict[str, Any]]]:
-    """Pack conversations (already of one priority) into jobs of at most `max_emails` emails."""
+    """Pack conversations (already of one priority) into jobs of at most `max_emails` emails.
+
+    Conversations capped at phase 1 (`analyze --phase 1`) cost well under a millisecond an email,
+    so they share larger jobs; any that may owe LLM work keep jobs small enough to spread.
+    """
+    if max_emails is None:
+        rules_only = all(int(c.get("options", {}).get("max_phase", 3)) == 1 for c in conversations)
+        max_emails = PHASE1_JOB_MAX_EMAILS if rules_only else JOB_MAX_EMAILS
+    max_convs = max(JOB_MAX_CONVERSATIONS, max_emails)
     jobs: list[list[dict[str, Any]]] = []
     current: list[dict[str, Any]] = []
     size = 0
     for conv in conversations:
         n = len(conv["emails"])
-        if current and (size + n > max_emails or len(current) >= JOB_MAX_CONVERSATIONS):
+        if current and (size + n > max_emails or len(current) >= max_convs):
             jobs.append(current)
             current, size = [], 0
         current.append(conv)
@@ -87,7 +96,10 @@ def enqueue_conversations(conn: redis.Redis, priority: str, conversations: list[
     try:
         existing = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
         status = existing.get_status(refresh=False)
-        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        if status == JobStatus.QUEUED:
+            requeue_stranded(conn, existing)  # waiting already, or popped by a worker that died
+            return None
+        if status in (JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             return None
         existing.delete()
     except Exception:  # NoSuchJobError, or an unreadable leftover
@@ -119,11 +131,8 @@ def requeue_started(conn: redis.Redis, job_id: str) -> bool:
     q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
     status = job.get_status(refresh=False)
     if status == JobStatus.QUEUED:
-        # dequeued (moved to RQ's intermediate list) but the worker died before marking it started
-        if conn.lrem(q.intermediate_queue_key, 0, job.id):
-            conn.lpush(q.key, job.id)
-            return True
-        return False
+        # dequeued but the worker died before marking it started
+        return requeue_stranded(conn, job)
     if status != JobStatus.STARTED:
         return False
     registry = StartedJobRegistry(job.origin, connection=conn, serializer=JSONSerializer)
@@ -132,6 +141,25 @@ def requeue_started(conn: redis.Redis, job_id: str) -> bool:
     with conn.pipeline() as pipe:
         registry.remove_executions(job, pipeline=pipe)
         q._enqueue_job(job, pipeline=pipe, at_front=True)
+        pipe.execute()
+    return True
+
+
+def requeue_stranded(conn: redis.Redis, job: Job) -> bool:
+    """A queued job that is in none of its queue's lists goes back to the front; True when it was stranded.
+
+    A worker that pops a job and dies before marking it started leaves it so: RQ pops from several
+    queues with BLPOP, which keeps no copy anywhere (BLMOVE, for one queue, keeps one in the
+    intermediate list). An execution it may have registered already is dropped with it.
+    """
+    q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
+    conn.lrem(q.intermediate_queue_key, 0, job.id)
+    if conn.lpos(q.key, job.id) is not None:
+        return False
+    registry = StartedJobRegistry(job.origin, connection=conn, serializer=JSONSerializer)
+    with conn.pipeline() as pipe:
+        registry.remove_executions(job, pipeline=pipe)
+        pipe.lpush(q.key, job.id)
         pipe.execute()
     return True
 

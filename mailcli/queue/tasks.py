@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 from rq import get_current_job
@@ -71,16 +72,31 @@ def analyze_job(payload: dict[str, Any]) -> dict[str, Any]:
     llm = _llm_for(wants_llm[0]) if wants_llm else None
     emails = calls = 0
     statuses: dict[str, int] = {}
+    ready: list[str] = []
+    flushed = time.monotonic()
+
+    def flush() -> None:
+        nonlocal flushed
+        if conn is not None and ready:
+            with conn.pipeline(transaction=False) as pipe:
+                for text in ready:
+                    pipe.xadd(RESULTS_STREAM, {"job": job_id or "", "result": text})
+                pipe.execute()
+        ready.clear()
+        flushed = time.monotonic()
 
     def publish(result: dict[str, Any]) -> None:
         nonlocal emails, calls
         emails += len(result["emails"])
         calls += len(result.get("llm_calls") or ())
         statuses[result["status"]] = statuses.get(result["status"], 0) + 1
-        if conn is not None:
-            conn.xadd(RESULTS_STREAM, {"job": job_id or "", "result": json.dumps(result)})
+        ready.append(json.dumps(result))
+        # fast (phase 1) results go in one round trip per job; slow (LLM) ones at least every second
+        if time.monotonic() - flushed > 1.0:
+            flush()
 
     analyze_batch(payload, llm, on_result=publish)
+    flush()
     return {"conversations": len(conversations), "emails": emails, "statuses": statuses, "llm_calls": calls}
 
 
