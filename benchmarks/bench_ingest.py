@@ -15,12 +15,12 @@ def run(n: int = 100_000, repeats: int = 3) -> list[Figure]:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
             db = Path(tmp) / "bare.db"
-            base.append(timed(lambda: subprocess.run(
+            base.append(timed(lambda db=db: subprocess.run(
                 [str(BIN / "sqlite-utils"), "insert", str(db), "emails", str(data), "--nl"],
                 check=True, capture_output=True,
             )))  # fmt: skip
         with Home() as home:
-            ours.append(timed(lambda: home.run("ingest", str(data), "--no-enqueue")))
+            ours.append(timed(lambda home=home: home.run("ingest", str(data), "--no-enqueue")))
     ours_rate, base_rate = n / median(ours), n / median(base)
     ratio = ours_rate / base_rate
     return [
