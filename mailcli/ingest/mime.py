@@ -190,12 +190,32 @@ def _gmail_thread_id(value: str | None) -> str | None:
     return format(int(value), "x") if value.isdigit() else (value or None)
 
 
+def _storable(value: str) -> str:
+    """Raw 8-bit bytes in a header come out of the compat32 parser as lone surrogates, which SQLite
+    cannot store: turn them back into bytes and decode those as UTF-8, replacing what is not."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def headers_to_email(headers: dict[str, list[str]], root: Part, source: str, locator: str) -> Email:
     """Build the Email from raw header values (name lower-cased) and a body part tree."""
 
     def first(name: str) -> str | None:
         values = headers.get(name)
         return values[0] if values else None
+
+    def first_id(name: str) -> str | None:
+        value = first(name)
+        return _storable(value) if value is not None else None
 
     def addresses(name: str) -> list[str]:
         return [a for v in headers.get(name, ()) for _, a in parse_mime_addresses(v)]
@@ -214,12 +234,12 @@ def headers_to_email(headers: dict[str, list[str]], root: Part, source: str, loc
             break
     body, has_attachments, body_notes = extract_body(root)
     notes.extend(body_notes)
-    in_reply_to = parse_message_ids(first("in-reply-to"))
+    in_reply_to = parse_message_ids(first_id("in-reply-to"))
     return Email(
         source=source,
         locator=locator,
-        message_id=_first_message_id(first("message-id")),
-        source_conversation_id=_gmail_thread_id(first("x-gm-thrid")),
+        message_id=_first_message_id(first_id("message-id")),
+        source_conversation_id=_gmail_thread_id(first_id("x-gm-thrid")),
         subject=decode_header_value(first("subject")),
         body=trim_body(body, notes),
         from_addr=from_addr,
@@ -229,7 +249,7 @@ def headers_to_email(headers: dict[str, list[str]], root: Part, source: str, loc
         bcc=addresses("bcc"),
         date=date,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
-        references=parse_message_ids(" ".join(headers.get("references", ()))),
+        references=parse_message_ids(_storable(" ".join(headers.get("references", ())))),
         importance=importance,
         has_attachments=has_attachments,
         notes=notes,
