@@ -246,3 +246,12 @@ def test_progress_bar_on_a_terminal_shows_counts_and_rate(home):
     assert proc.returncode == 0
     assert "ingest" in screen and " ok " in screen and "/s" in screen  # counts and rate while running
     assert "ingested" in screen  # the summary at the end
+
+
+def test_inline_analysis_after_an_enqueuing_ingest_analyses_everything(home):
+    """The README's no-worker path: `mailcli ingest FILE && mailcli analyze --inline`."""
+    assert home.run("ingest", *GOOD).returncode == 0  # enqueues on the embedded Redis
+    proc = home.run("analyze", "--inline", "--phase", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(home.run("results", "--json", "--limit", "100").stdout)
+    assert rows and all(r["status"] == "analyzed" for r in rows)

@@ -242,6 +242,8 @@ def analyze(
         marked = mark_for_analysis(
             store,
             conversation_id=conversation,
+            # inline takes what ingest handed to the queues too: no worker may ever come for it
+            statuses=("pending", "queued", "partial", "failed") if inline else ("pending", "partial", "failed"),
             reanalyze=reanalyze,
             all_phases=all_phases,
             max_phase=max_phase,
