@@ -10,11 +10,11 @@ import time
 import uuid
 
 import pytest
+from conftest import SAMPLES, TESTS, wait_for
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from conftest import SAMPLES, TESTS, wait_for
 from mailcli.pool import state
 from mailcli.queue.jobs import queue_depths, queue_name
 
@@ -300,7 +300,7 @@ def test_pickled_job_on_our_queue_is_refused_without_running(home, pool):
     conn = home.redis()
     marker = home.path / "pwned"
     q = Queue(queue_name("high"), connection=conn, serializer=DefaultSerializer)
-    job = q.enqueue("os.system", f"touch {marker}")
+    q.enqueue("os.system", f"touch {marker}")
     pool("--min", "1", "--max", "1")
     wait_for(lambda: queue_depths(conn)["high"]["queued"] == 0, what="the worker to take the job")
     time.sleep(1)

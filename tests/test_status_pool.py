@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import signal
 
+from conftest import SAMPLES, wait_for
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from conftest import SAMPLES, wait_for
 from mailcli.queue.jobs import queue_name
 
 

@@ -9,11 +9,19 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from mailcli.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, DebugOpt, JsonOpt, console, handle_errors, settings
+from mailcli.cli.common import (
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    DebugOpt,
+    JsonOpt,
+    console,
+    handle_errors,
+    settings,
+)
 
 PROBE_TIMEOUT = 60.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -84,6 +85,10 @@ def handle_errors(func: F) -> F:
             if debug:
                 raise
             raise fail(_os_error_line(exc), EXIT_FAILED) from None
+        except sqlite3.OperationalError as exc:
+            if debug:
+                raise
+            raise fail(_sqlite_error_line(exc), EXIT_FAILED) from None
         except Exception as exc:
             for kind, code in _expected_errors().items():
                 if isinstance(exc, kind):
@@ -93,6 +98,15 @@ def handle_errors(func: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _sqlite_error_line(exc: sqlite3.OperationalError) -> str:
+    text = str(exc)
+    if "full" in text.lower():
+        return f"{text}: free disk space and run the command again (nothing committed is lost)"
+    if "locked" in text.lower() or "busy" in text.lower():
+        return f"{text}: another process holds a long write lock on the database; wait for it or stop it"
+    return f"database error: {text}; check the disk and the database file's permissions"
 
 
 def _os_error_line(exc: OSError) -> str:

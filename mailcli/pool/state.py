@@ -86,7 +86,8 @@ def read_all(conn: redis.Redis, set_key: str, key_of) -> list[dict[str, Any]]:
         if not h:
             gone.append(n)
             continue
-        out.append(_decode(h))
+        # the name from the key: a hash recreated by a partial update (Redis restarted) may lack it
+        out.append({"name": n, **_decode(h)})
     if gone:
         conn.srem(set_key, *gone)
     return out

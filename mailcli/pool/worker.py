@@ -163,7 +163,10 @@ class MailcliWorker(SimpleWorker):
                 pool=self.pool_id,
                 host=socket.gethostname(),
                 pid=os.getpid(),
-                rss=rss_with_children(self._proc),
+                # while a job runs, its own RSS only: finding children scans all of /proc, and against a
+                # CPU-bound job every file read costs this thread a GIL switch interval (seconds in all),
+                # which starved the heartbeat; the supervisor measures children itself for --max-memory
+                rss=self._proc.memory_info().rss if self.current_job_id else rss_with_children(self._proc),
                 cpu=round(self._proc.cpu_percent(None), 1),
             )
         try:
