@@ -24,7 +24,9 @@ def test_status_shows_a_running_pool_its_busy_worker_and_the_backlog(home):
     q = Queue(queue_name("high"), connection=conn, serializer=JSONSerializer)
     job = q.enqueue("jobhelpers.blocked", {"id": "st1"}, job_timeout=120)
     q.enqueue("jobhelpers.blocked", {"id": "st2"}, job_timeout=120)
-    pool = home.popen("workers", "start", "--min", "1", "--max", "1", "--window", "1", "--max-memory", "500")
+    pool = home.popen(
+        "workers", "start", "--min", "1", "--max", "1", "--window", "1", "--max-memory", "500", "--timeout", "5"
+    )
     try:
         def busy():
             snap = status(home)
