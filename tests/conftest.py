@@ -48,21 +48,6 @@ def external_redis_url() -> str | None:
     return url
 
 
-class _Output:
-    """What a test reads of a process's output file: everything written so far."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def read(self) -> str:
-        self.f.flush()
-        self.f.seek(0)
-        return self.f.read()
-
-    def close(self) -> None:
-        self.f.close()
-
-
 class Home:
     """A mailcli working directory with its own data dir, and a way to run the CLI in it."""
 
@@ -105,20 +90,15 @@ class Home:
         )
 
     def popen(self, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-        """A long-running command (a pool). Its output goes to a file, not a pipe: nobody reads a pipe
-        while the test runs, and a pool that filled one would block on its next log line."""
-        out = tempfile.TemporaryFile(mode="w+", prefix="mcout")
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "mailcli", *args],
             cwd=self.path,
             env={**self.env, **(env or {})},
-            stdout=out,
-            stderr=out,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             **kw,
         )
-        proc.stderr = proc.stdout = _Output(out)
-        return proc
 
     def redis(self) -> redis.Redis:
         from mailcli.queue.redis_server import connect

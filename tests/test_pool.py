@@ -86,7 +86,9 @@ def test_killed_worker_job_is_rerun_within_5s(any_home):
     proc = home.popen("workers", "start", "--min", "2", "--max", "2")
     try:
         job, key = enqueue(conn)
-        victim = wait_for(lambda: busy_worker(conn, job.id), what="a worker to take the job")
+        # the job function itself running (a worker says "busy" as soon as it has popped a job)
+        victim = wait_for(lambda: count(conn, "started", key) == 1 and busy_worker(conn, job.id),
+                          what="a worker to take the job")  # fmt: skip
         os.kill(int(victim["pid"]), signal.SIGKILL)
         killed_at = time.monotonic()
         # the job is taken up again by the other (or a replacement) worker, at once
@@ -106,7 +108,7 @@ def test_sigterm_lets_running_job_finish_then_exits(home, pool):
     conn = home.redis()
     proc = pool("--min", "1", "--max", "1", "--timeout", "30")
     job, key = enqueue(conn)
-    wait_for(lambda: busy_worker(conn, job.id), what="the job to start")
+    wait_for(lambda: count(conn, "started", key) == 1 and busy_worker(conn, job.id), what="the job to start")
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)  # give the supervisor a moment to (wrongly) kill; the job must still run
     assert proc.poll() is None and count(conn, "done", key) == 0
@@ -120,7 +122,7 @@ def test_shutdown_deadline_requeues_running_job_and_leaves_nothing_started(home,
     conn = home.redis()
     proc = pool("--min", "1", "--max", "1", "--timeout", "1")
     job, key = enqueue(conn)
-    wait_for(lambda: busy_worker(conn, job.id), what="the job to start")
+    wait_for(lambda: count(conn, "started", key) == 1 and busy_worker(conn, job.id), what="the job to start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     assert status_of(conn, job.id) == "queued"
@@ -132,7 +134,7 @@ def test_second_ctrl_c_stops_fast_and_still_requeues(home, pool):
     conn = home.redis()
     proc = pool("--min", "1", "--max", "1", "--timeout", "60")
     job, key = enqueue(conn)
-    wait_for(lambda: busy_worker(conn, job.id), what="the job to start")
+    wait_for(lambda: count(conn, "started", key) == 1 and busy_worker(conn, job.id), what="the job to start")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     t0 = time.monotonic()

@@ -144,10 +144,12 @@ def test_a_pool_fed_hostile_jobs_does_not_crash_loop(home):
     assert home.run("ingest", *GOOD).returncode == 0
     proc = home.popen("workers", "start", "--min", "1", "--max", "1", "--burst")
     try:
-        _, err = proc.communicate(timeout=90)
+        proc.wait(90)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(10)
+    err = proc.stderr.read()
     assert proc.returncode == 0, err[-3000:]
     assert "crashed on start" not in err and "died" not in err, err[-3000:]
     assert len(list((home.data / "logs").glob("worker-*.log"))) == 1  # one worker did it all
