@@ -31,7 +31,6 @@ from benchmarks.common import (
     median,
     redis_memory,
     scratch,
-    stop_process,
 )
 
 
@@ -49,15 +48,7 @@ def _pool(db, keep_as: str | None = None) -> tuple[float, int, dict]:
     with Home() as home:
         home.use_db(db)
         mark_phase1_only(home.db)
-        t0 = time.perf_counter()
-        proc = home.mailcli("workers", "start", "--min", "2", "--max", "2", "--burst")
-        try:
-            code = proc.wait(1800)
-        finally:
-            stop_process(proc)
-        elapsed = time.perf_counter() - t0
-        if code != 0:
-            raise RuntimeError(f"workers start --burst exited {code}: {home.log_tail(proc)}")
+        elapsed = home.burst_pool(1800)
         emails, _ = analysis_done(home.db)
         memory = redis_memory(home.redis())
         if keep_as:

@@ -13,8 +13,6 @@ conversations of the export.
 
 from __future__ import annotations
 
-import time
-
 from benchmarks.common import (
     Figure,
     Home,
@@ -22,7 +20,6 @@ from benchmarks.common import (
     ingested,
     mark_phase1_only,
     redis_memory,
-    stop_process,
     synthetic,
 )
 
@@ -63,15 +60,7 @@ def run(n: int = 1_000_000, sample: int = 2000) -> list[Figure]:
         home.use_db(db)
         mark_phase1_only(home.db)
         home.stop_redis()
-        t0 = time.perf_counter()
-        proc = home.mailcli("workers", "start", "--min", "2", "--max", "2", "--burst")
-        try:
-            code = proc.wait(7200)
-        finally:
-            stop_process(proc)
-        elapsed = time.perf_counter() - t0
-        if code != 0:
-            raise RuntimeError(f"workers start --burst exited {code}: {home.log_tail(proc)}")
+        elapsed = home.burst_pool(7200)
         emails, _ = analysis_done(home.db)
         conn = home.redis()
         memory = redis_memory(conn)

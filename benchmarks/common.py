@@ -158,6 +158,19 @@ class Home:
     def mailcli(self, *args: str, env: dict | None = None) -> subprocess.Popen:
         return self.spawn(sys.executable, "-m", "mailcli", *args, log="mailcli", env=env)
 
+    def burst_pool(self, timeout: float, workers: int = 2) -> float:
+        """`workers start --min N --max N --burst`, launch to exit, in seconds; raises if it fails."""
+        t0 = time.perf_counter()
+        proc = self.mailcli("workers", "start", "--min", str(workers), "--max", str(workers), "--burst")
+        try:
+            code = proc.wait(timeout)
+        finally:
+            stop_process(proc)
+        elapsed = time.perf_counter() - t0
+        if code != 0:
+            raise RuntimeError(f"workers start --burst exited {code}: {self.log_tail(proc)}")
+        return elapsed
+
     def rq_worker(self, *queues: str, burst: bool = False, name: str | None = None) -> subprocess.Popen:
         """A plain `rq worker` (in-process SimpleWorker, JSON serializer, as the pool's workers)."""
         cmd = [str(BIN / "rq"), "worker", "-w", "rq.worker.SimpleWorker", "-S", "json", "-u", self.redis_url_for_rq]
