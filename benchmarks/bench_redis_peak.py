@@ -28,8 +28,8 @@ def _all_at_once_bytes(home: Home, sample: int) -> tuple[float, int]:
     """(Redis bytes per conversation when enqueued as mailcli's jobs, conversations in the store)."""
     import redis
 
-    from mailcli.pool.feeder import queue_priority
-    from mailcli.queue.jobs import PRIORITIES, enqueue_conversations, group_into_jobs
+    from mailcli.pool.feeder import route
+    from mailcli.queue.jobs import QUEUES, enqueue_conversations, group_into_jobs
     from mailcli.store.jobs import conversation_payloads
 
     settings = home.settings()
@@ -43,8 +43,8 @@ def _all_at_once_bytes(home: Home, sample: int) -> tuple[float, int]:
     before = int(scratch.info("memory")["used_memory"])
     by_priority: dict[str, list] = {}
     for conv in payloads:
-        by_priority.setdefault(queue_priority(conv), []).append(conv)
-    for p in PRIORITIES:
+        by_priority.setdefault(route(conv), []).append(conv)
+    for p in QUEUES:
         for group in group_into_jobs(by_priority.get(p, [])):
             enqueue_conversations(scratch, p, group)
     after = int(scratch.info("memory")["used_memory"])

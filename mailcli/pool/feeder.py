@@ -20,7 +20,9 @@ from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
 from mailcli.pool.state import read_workers
 from mailcli.queue.jobs import (
+    PHASE1_QUEUE,
     PRIORITIES,
+    QUEUES,
     enqueue_conversations,
     failed_jobs,
     group_into_jobs,
@@ -36,6 +38,15 @@ FEED_CHUNK = 1000  # conversations read from SQLite per round trip
 FAILED_SEEN = "mailcli:failed-seen"
 PENDING_KEY = "mailcli:pending"  # pending count, published for remote pools' autoscalers
 HELD_FRESH = 15.0  # seconds: a worker whose heartbeat is younger is alive
+
+
+def needs_llm(conv: dict[str, Any]) -> bool:
+    return int(conv.get("options", {}).get("max_phase", 3) or 3) >= 2
+
+
+def route(conv: dict[str, Any]) -> str:
+    """The queue of a conversation's job: `phase1` when it needs no LLM, else its priority."""
+    return queue_priority(conv) if needs_llm(conv) else PHASE1_QUEUE
 
 
 def queue_priority(conv: dict[str, Any]) -> str:
@@ -63,14 +74,16 @@ def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int |
         payloads = conversation_payloads(store, ids, settings)
         by_priority: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for conv in payloads:
-            by_priority[queue_priority(conv)].append(conv)
+            by_priority[route(conv)].append(conv)
         updates = []
-        for priority in PRIORITIES:
-            for group in group_into_jobs(by_priority.get(priority, [])):
-                job = enqueue_conversations(conn, priority, group)
+        for queue in QUEUES:
+            for group in group_into_jobs(by_priority.get(queue, [])):
+                job = enqueue_conversations(conn, queue, group)
                 job_id = job.id if job is not None else job_id_for(group)
                 jobs += job is not None
-                updates.extend((job_id, priority, c["conversation_id"]) for c in group)
+                # the priority a job was routed by sticks (`ingest --priority` sets it up front)
+                routed = queue if queue in PRIORITIES else None
+                updates.extend((job_id, routed, c["conversation_id"]) for c in group)
         ts = now_iso()
         with store.conn:
             store.conn.executemany(

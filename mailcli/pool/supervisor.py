@@ -38,7 +38,7 @@ from mailcli.pool.autoscale import Decision, PoolView, decide
 from mailcli.pool.worker import rss_with_children
 from mailcli.queue.jobs import (
     JOB_MAX_CONVERSATIONS,
-    PRIORITIES,
+    QUEUES,
     queue_depths,
     queue_name,
     recover_job,
@@ -121,7 +121,7 @@ class Supervisor:
         logging.getLogger("rq.scheduler").setLevel(logging.WARNING)  # its lock chatter is not news
         # named after the pool, so another pool can tell a dead holder of the scheduler locks (below)
         self._scheduler = RQScheduler(
-            [queue_name(p) for p in PRIORITIES], connection=conn, serializer=JSONSerializer, name=self.pool_id
+            [queue_name(p) for p in QUEUES], connection=conn, serializer=JSONSerializer, name=self.pool_id
         )
         self._scheduler_locks_at = 0.0
         self._last_sweep = time.monotonic()
@@ -447,7 +447,7 @@ class Supervisor:
         """Retries wait in RQ's scheduled registry; move the due ones back to their queues."""
         try:
             # every 10 s; every 2 s while another pool holds some of the locks (it may have died)
-            every = 10 if len(self._scheduler.acquired_locks) == len(PRIORITIES) else 2
+            every = 10 if len(self._scheduler.acquired_locks) == len(QUEUES) else 2
             if now - self._scheduler_locks_at > every:
                 self._take_over_dead_schedulers()
                 self._scheduler.acquire_locks()
@@ -462,7 +462,7 @@ class Supervisor:
         retries it scheduled wait that long: release the locks of a pool whose heartbeat stopped."""
         pools = {p.get("id"): p for p in state.read_pools(self.conn)}
         wall = time.time()
-        for name in (queue_name(p) for p in PRIORITIES):
+        for name in (queue_name(p) for p in QUEUES):
             key = RQScheduler.get_locking_key(name)
             holder = self.conn.get(key)
             holder = holder.decode() if isinstance(holder, bytes) else holder
@@ -479,7 +479,7 @@ class Supervisor:
         try:
             workers = {w["name"]: w for w in state.read_workers(self.conn)}
             wall = time.time()
-            for p in PRIORITIES:
+            for p in QUEUES:
                 reg = StartedJobRegistry(queue_name(p), connection=self.conn, serializer=JSONSerializer)
                 for job_id, _execution in reg.get_job_and_execution_ids(cleanup=False):
                     holder = next((w for w in workers.values() if w.get("job_id") == job_id), None)

@@ -20,12 +20,12 @@ import threading
 import time
 
 import psutil
-from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from mailcli.pool.state import publish_worker
+from mailcli.queue.jobs import PayloadJob
 
 HEARTBEAT_INTERVAL = float(os.environ.get("MAILCLI_HEARTBEAT_INTERVAL", "1.0"))
 # Whoever can write to Redis can put a job on our queues. A job names its function by dotted path, so
@@ -42,7 +42,7 @@ def _is_task(func_name: str | None) -> bool:
     return bool(attr) and module in TASK_MODULES
 
 
-class MailcliJob(Job):
+class MailcliJob(PayloadJob):
     """An RQ job that can only run a mailcli task: no other function, no instance, no callbacks, no webhooks."""
 
     @property
@@ -66,6 +66,7 @@ class MailcliJob(Job):
 
     def send_webhooks(self, *args, **kwargs) -> None:
         return None
+
 
 
 def rss_with_children(proc: psutil.Process) -> int:
@@ -134,7 +135,7 @@ class MailcliWorker(SimpleWorker):
             self.pubsub_thread.stop()
             self.pubsub_thread = None
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
+    def execute_job(self, job: PayloadJob, queue: Queue) -> None:
         self.current_job_id = job.id
         self.current_job_started = time.time()
         try:

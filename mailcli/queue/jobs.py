@@ -1,12 +1,20 @@
 """RQ queues and jobs as mailcli uses them: JSON payloads, deterministic ids, priorities, requeue.
 
-Everything here is a standard RQ citizen (queues `mailcli-critical` … `mailcli-low`), so `rq info`
-and rq-dashboard see our queues, jobs and workers too.
+Everything here is a standard RQ citizen (queues `mailcli-phase1`, `mailcli-critical` … `mailcli-low`),
+so `rq info` and rq-dashboard see our queues, jobs and workers too.
+
+Queues, in the order workers listen:
+- `phase1`: jobs that need no LLM (conversations capped at phase 1, as `analyze --phase 1` caps them).
+  Milliseconds a conversation, so they go first (shortest job first) and are not routed by priority:
+  the priority is phase 1's own output, and computing it to route the job would run phase 1 twice.
+- `critical` > `high` > `medium` > `low`: jobs that may call the LLM, by the priority phase 1 gives
+  their conversation (forced by `ingest --priority`, or known from an earlier analysis).
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +24,9 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-PRIORITIES = ("critical", "high", "medium", "low")  # the order workers listen in
+PRIORITIES = ("critical", "high", "medium", "low")
+PHASE1_QUEUE = "phase1"  # jobs that need no LLM: see the module's docstring
+QUEUES = (PHASE1_QUEUE, *PRIORITIES)  # the order workers listen in
 QUEUE_PREFIX = "mailcli-"
 TASK = "mailcli.queue.tasks.analyze_job"
 PROBE_TASK = "mailcli.queue.tasks.probe"
@@ -36,16 +46,44 @@ RESULT_TTL = 30  # results travel by the results stream; a finished job need not
 FAILURE_TTL = 7 * 24 * 3600
 
 
+class PayloadJob(Job):
+    """An RQ job whose data (the payload: every email of its conversations) is packed cheaply, once.
+
+    RQ writes a job's data zlib-compressed at level 6 whenever it saves the whole job: on enqueue, and
+    again when the job ends. Level 1 packs text 2.5x faster for ~30 % more bytes (measured on a
+    200-email payload: 1.4 ms against 3.7 ms), and a job read back from Redis writes back the bytes
+    it read, since a payload never changes once enqueued. Any zlib level reads back the same.
+    """
+
+    _packed: tuple[bytes, bytes] | None = None  # (data as read, its compressed bytes)
+
+    def restore(self, raw_data) -> None:
+        super().restore(raw_data)
+        packed = raw_data.get(b"data", raw_data.get("data"))
+        self._packed = (self._data, packed) if isinstance(packed, bytes) and packed != self._data else None
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
+        data = self.data
+        packed = self._packed[1] if self._packed is not None and self._packed[0] is data else zlib.compress(data, 1)
+        self._data = b""  # RQ would compress the data again inside
+        try:
+            obj = super().to_dict(include_meta=include_meta, include_result=include_result)
+        finally:
+            self._data = data
+        obj["data"] = packed
+        return obj
+
+
 def queue_name(priority: str) -> str:
     return QUEUE_PREFIX + priority
 
 
 def queues(conn: redis.Redis) -> list[Queue]:
-    return [Queue(queue_name(p), connection=conn, serializer=JSONSerializer) for p in PRIORITIES]
+    return [Queue(queue_name(p), connection=conn, serializer=JSONSerializer) for p in QUEUES]
 
 
 def queue_for(conn: redis.Redis, priority: str) -> Queue:
-    return Queue(queue_name(priority), connection=conn, serializer=JSONSerializer)
+    return Queue(queue_name(priority), connection=conn, serializer=JSONSerializer, job_class=PayloadJob)
 
 
 def job_id_for(conversations: Sequence[dict[str, Any]]) -> str:
@@ -201,14 +239,14 @@ def fail_started(conn: redis.Redis, job_id: str, reason: str) -> bool:
 def queue_depths(conn: redis.Redis) -> dict[str, dict[str, int]]:
     out = {}
     with conn.pipeline(transaction=False) as pipe:
-        for p in PRIORITIES:
+        for p in QUEUES:
             name = queue_name(p)
             pipe.llen(f"rq:queue:{name}")
             pipe.zcard(f"rq:wip:{name}")
             pipe.zcard(f"rq:failed:{name}")
             pipe.zcard(f"rq:scheduled:{name}")
         values = pipe.execute()
-    for i, p in enumerate(PRIORITIES):
+    for i, p in enumerate(QUEUES):
         queued, started, failed, scheduled = values[i * 4 : i * 4 + 4]
         out[p] = {"queued": queued, "started": started, "failed": failed, "retrying": scheduled}
     return out
@@ -216,7 +254,7 @@ def queue_depths(conn: redis.Redis) -> dict[str, dict[str, int]]:
 
 def failed_jobs(conn: redis.Redis, limit: int = 100) -> list[Job]:
     jobs = []
-    for p in PRIORITIES:
+    for p in QUEUES:
         reg = FailedJobRegistry(queue_name(p), connection=conn, serializer=JSONSerializer)
         for job_id in reg.get_job_ids(0, limit - 1):
             try:

@@ -90,6 +90,11 @@ def analyze_job(payload: dict[str, Any]) -> dict[str, Any]:
         emails += len(result["emails"])
         calls += len(result.get("llm_calls") or ())
         statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+        for e in result["emails"]:
+            # the column's text, made here: the one sink then parses a string, not a nested object,
+            # and writes it as it is (the sink is the pool's one writer; workers are many)
+            if isinstance(e.get("phase1"), dict):
+                e["phase1"] = json.dumps(e["phase1"])
         ready.append(json.dumps(result))
         # fast (phase 1) results go in one round trip per job; slow (LLM) ones at least every second
         if time.monotonic() - flushed > 1.0:

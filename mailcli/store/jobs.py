@@ -135,6 +135,7 @@ def conversation_payloads(store: Store, ids: Sequence[str], settings: Settings) 
             }
         )
     out = []
+    options: dict[tuple[bool, int, bool], dict[str, Any]] = {}
     for cid in ids:
         conv = convs.get(cid)
         if conv is None:
@@ -148,12 +149,18 @@ def conversation_payloads(store: Store, ids: Sequence[str], settings: Settings) 
                 "priority": priority,
                 "phase3_key": phase3_key,
                 "emails": emails[cid],
-                "options": analysis_options(
-                    settings, all_phases=bool(all_phases), max_phase=int(max_phase), force=bool(force)
-                ),
+                "options": _options(options, settings, bool(all_phases), int(max_phase), bool(force)),
             }
         )
     return out
+
+
+def _options(cache: dict, settings: Settings, all_phases: bool, max_phase: int, force: bool) -> dict[str, Any]:
+    """analysis_options, made once per combination: thousands of conversations share a handful."""
+    key = (all_phases, max_phase, force)
+    if key not in cache:
+        cache[key] = analysis_options(settings, all_phases=all_phases, max_phase=max_phase, force=force)
+    return cache[key]
 
 
 def apply_results(
@@ -185,7 +192,7 @@ def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (email_rowid) DO UPDATE SET"
                     " conversation_id = excluded.conversation_id, phase1 = excluded.phase1,"
                     " priority = excluded.priority, analyzed_at = excluded.analyzed_at",
-                    (e["rowid"], cid, json.dumps(e["phase1"]), e["priority"], ts),
+                    (e["rowid"], cid, _json_text(e["phase1"]), e["priority"], ts),
                 )
                 continue
             c.execute(
@@ -200,7 +207,7 @@ def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
                 (
                     e["rowid"],
                     cid,
-                    json.dumps(e["phase1"]),
+                    _json_text(e["phase1"]),
                     e["priority"],
                     json.dumps(p2) if p2 is not None else None,
                     e.get("phase2_key"),
@@ -253,6 +260,13 @@ def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
         )
         n += 1
     return n
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's text: workers send phase 1 already serialized (mailcli.queue.tasks)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def record_call(c, call: dict[str, Any], conversation_id: str, ts: str) -> None:
