@@ -37,7 +37,7 @@ SINK_GROUP = "sink"
 # in-process) stays a small fraction of the work; a large conversation has a job of its own.
 JOB_MAX_EMAILS = 40
 JOB_MAX_CONVERSATIONS = 40
-PHASE1_JOB_MAX_EMAILS = 200
+PHASE1_JOB_MAX_EMAILS = 400
 # LLM phases take seconds per email: the timeout grows with the job, with a floor.
 JOB_TIMEOUT_BASE = 120
 JOB_TIMEOUT_PER_EMAIL = 60
