@@ -170,6 +170,21 @@ def test_memory_over_1_5x_limit_kills_at_once_and_requeues(home, pool):
     assert "killed 3 times" in job.latest_result().exc_string
 
 
+def test_memory_limit_below_an_idle_worker_is_raised_to_it_not_recycled_for_ever(home, pool):
+    conn = home.redis()
+    proc = pool("--min", "1", "--max", "1", "--max-memory", "5")  # an idle worker alone takes ~35 MB
+    wait_for(lambda: [p for p in state.read_pools(conn) if float(p.get("max_memory_mb") or 0) > 5],
+             what="the pool to raise its limit to an idle worker's RSS")  # fmt: skip
+    wait_for(lambda: [w for w in workers(conn) if w["state"] == "idle"], what="an idle worker")
+    job, key = enqueue(conn)
+    release(conn, key)
+    wait_for(lambda: status_of(conn, job.id) == "finished", what="the job to finish")
+    assert count(conn, "started", key) == 1  # never killed for the limit
+    stop_pool(proc)
+    err = " ".join(proc.stderr.read().split())  # the log wraps at the terminal's width
+    assert err.count("below what an idle worker takes") == 1, err
+
+
 def test_worker_without_heartbeat_is_killed_and_replaced(home, pool):
     conn = home.redis()
     pool("--min", "1", "--max", "1", env={"MAILCLI_HEARTBEAT_TIMEOUT": "3"})

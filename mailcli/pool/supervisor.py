@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import math
 import os
 import signal
 import socket
@@ -342,10 +343,25 @@ class Supervisor:
                 continue
             if limit and wp.proc is not None:
                 wp.rss = rss_with_children(wp.proc)
+                if wp.jobs_done == 0 and wp.state != "busy" and not wp.job_id and wp.rss > limit:
+                    # over the limit before running anything: a replacement would be too, and be
+                    # recycled for ever; the limit starts from what an idle worker takes
+                    self._raise_limit_to_idle(wp.rss)
+                    limit = self.cfg.max_memory_mb * 1024 * 1024
+                    continue
                 if wp.rss > 1.5 * limit:
                     self.kill_worker(wp, f"RSS {wp.rss / 2**20:.0f} MB over 1.5 x the {self.cfg.max_memory_mb:.0f} MB limit")
                 elif wp.rss > limit and wp.phase == "running":
                     self.stop_worker(wp, "recycling", f"RSS {wp.rss / 2**20:.0f} MB over {self.cfg.max_memory_mb:.0f} MB")
+
+    def _raise_limit_to_idle(self, rss: int) -> None:
+        given = self.cfg.max_memory_mb
+        self.cfg.max_memory_mb = math.ceil(rss / 2**20)
+        log.error(
+            "--max-memory %.0f MB is below what an idle worker takes (%.0f MB): using %.0f MB so that workers "
+            "are not recycled for ever; give a limit above what a job needs on top of that",
+            given, rss / 2**20, self.cfg.max_memory_mb,
+        )  # fmt: skip
 
     # -- sizing ---------------------------------------------------------------------------
 
