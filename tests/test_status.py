@@ -283,6 +283,24 @@ def test_pending_key_is_the_feeders():
     assert feeder.PENDING_KEY == PENDING_KEY
 
 
+def test_queues_and_their_depths_are_the_queue_modules(conn):
+    # status keeps copies so that a snapshot without failed jobs never imports rq (mailcli.queue.jobs does)
+    from mailcli.queue import jobs
+    from mailcli.status import snapshot
+
+    assert (snapshot.QUEUES, snapshot.QUEUE_PREFIX, snapshot.RESULTS_STREAM) == (
+        jobs.QUEUES, jobs.QUEUE_PREFIX, jobs.RESULTS_STREAM,
+    )  # fmt: skip
+    assert [snapshot.queue_name(q) for q in jobs.QUEUES] == [jobs.queue_name(q) for q in jobs.QUEUES]
+    for _ in range(2):
+        queue_for(conn, "high").enqueue("json.loads", "[]")
+    queue_for(conn, "low").enqueue_in(timedelta(minutes=5), "json.loads", "[]")
+    fail_one_job(conn)
+    depths = snapshot.queue_depths(conn)
+    assert depths == jobs.queue_depths(conn)
+    assert (depths["high"]["queued"], depths["low"]["retrying"], depths["low"]["failed"]) == (2, 1, 1)
+
+
 # ------------------------------------------------------------------------------------------ the snapshot
 
 
@@ -312,7 +330,8 @@ def test_snapshot_reads_published_pool_workers_queues_and_failures(conn, redis_s
     assert workers["3"].cpu_percent == 75.0 and workers["3"].jobs_failed == 2
 
     depths = {d.priority: d for d in snap.queues.priorities}
-    assert [d.priority for d in snap.queues.priorities] == ["critical", "high", "medium", "low"]
+    # every queue workers listen to, in their order: phase1 (jobs that need no LLM), then the priorities
+    assert [d.priority for d in snap.queues.priorities] == ["phase1", "critical", "high", "medium", "low"]
     assert depths["high"].queued == 2 and depths["low"].failed == 1
     assert snap.queues.pending == filled["pending"] and snap.queues.pending_from == "sqlite"
     assert snap.queues.window == 10000
@@ -465,6 +484,58 @@ def test_render_without_redis_or_database_fits_too(home, width, ollama):
     assert "unreachable" in text and SECRET not in text
 
 
+def test_an_unusable_ollama_host_is_a_note_not_a_crash(home, filled, ollama):
+    snap = take_snapshot(settings_for(home, None, ollama.url, ollama_host="gpu1:notaport"))
+    assert any("OLLAMA_HOST is not usable" in n and "gpu1:notaport" in n for n in snap.notes)
+    assert snap.progress.known and not any(h.configured for h in snap.ollama.hosts)  # the ledger's are kept
+
+
+def test_phase_2_is_counted_from_its_partial_index(home, filled):
+    # schema migration 2: the phase 2 count reads the index of phase 2 rows, not every analysis
+    with Store.open(home / "mailcli.db", readonly=True) as store:
+        plan = " ".join(
+            row[3]
+            for row in store.conn.execute(
+                "EXPLAIN QUERY PLAN SELECT count(*), coalesce(sum(json_extract(phase2, '$.source') = 'fallback'), 0)"
+                " FROM email_analysis WHERE phase2 IS NOT NULL"
+            )
+        )
+    assert "email_analysis_phase2_source" in plan
+
+
+HEAVY = ("httpx", "sqlite_utils", "pydantic", "rq", "psutil", "rich.console", "mailcli.llm.client")
+
+
+def test_status_imports_stay_light(conn, redis_sock, home, filled, ollama):
+    # What a snapshot and `status --json` import, in a fresh interpreter: no httpx (the Ollama probe is
+    # http.client), no sqlite_utils (plain sqlite3), no pydantic (typer < 0.29), no rq (no failed job
+    # here), no psutil, no rich (JSON output).
+    publish_running_pool(conn)
+    env = cli_env(home, f"unix://{redis_sock}", ollama.url)
+    code = (
+        "import sys\n"
+        "import mailcli.status.snapshot as s\n"
+        "from mailcli.config import load_settings\n"
+        "snap = s.take_snapshot(load_settings())\n"
+        "assert snap.progress.known and snap.pools and snap.ollama.hosts[0].reachable, snap\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    code = (
+        "import sys, atexit\n"
+        f"atexit.register(lambda: print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr))\n"
+        "sys.argv = ['mailcli', 'status', '--json']\n"
+        "from mailcli.cli.app import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["progress"]["known"] is True
+    assert out.stderr.strip().splitlines()[-1] == "[]"
+
+
 # ------------------------------------------------------------------------------------------ the command
 
 
@@ -476,7 +547,7 @@ def test_status_json_parses_with_every_top_level_key(conn, redis_sock, home, fil
     assert set(data) == TOP_KEYS
     assert data["pool_running"] is True and len(data["workers"]) == 3
     assert data["progress"]["phases"][0]["done"] == filled["phase1"]
-    assert data["queues"]["priorities"][1]["priority"] == "high"
+    assert [q["priority"] for q in data["queues"]["priorities"]][1:3] == ["critical", "high"]
 
 
 def test_status_prints_the_table_once(conn, redis_sock, home, filled, ollama):

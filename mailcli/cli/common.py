@@ -11,12 +11,45 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from mailcli.config import ConfigError, Settings, load_settings
 
-console = Console()
-err_console = Console(stderr=True)
+
+class LazyConsole:
+    """A rich Console made on first use. Importing rich.console costs 20-30 ms, which `--json` and
+    `--format prometheus` output never need; every attribute is the real Console's."""
+
+    def __init__(self, **options: Any):
+        self._options = options
+        self._console: Any = None
+
+    @property
+    def real(self) -> Any:
+        """The rich.console.Console itself (made now if it was not yet)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_options", "_console"):
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+    # the special methods Console has; Python looks these up on the type, not through __getattr__
+    def __enter__(self) -> Any:  # rich's Live and Progress hold `with console:` around each refresh
+        return self.real.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.real.__exit__(*exc)
+
+    def __repr__(self) -> str:
+        return repr(self._console) if self._console is not None else "<LazyConsole, not made yet>"
+
+
+console: Any = LazyConsole()
+err_console: Any = LazyConsole(stderr=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 

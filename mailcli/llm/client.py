@@ -34,12 +34,12 @@ from mailcli.llm.errors import (
     OllamaError,
     OllamaUnavailable,
 )
+from mailcli.llm.hosts import DEFAULT_PORT, parse_hosts  # noqa: F401 - re-exported: parse_hosts lives in hosts.py
 
 log = logging.getLogger("mailcli.llm")
 
 Outcome = Literal["ok", "retry", "error"]
 BreakerState = Literal["closed", "open", "half-open"]
-DEFAULT_PORT = 11434
 _ERROR_TEXT_LIMIT = 300
 
 
@@ -81,41 +81,6 @@ class ChatResult:
 
 
 OnCall = Callable[[CallRecord], None]
-
-
-def parse_hosts(hosts: str | Iterable[str]) -> list[str]:
-    """Base URLs from OLLAMA_HOST-style values, comma-separated or as a list, read as Ollama reads them.
-
-    ``gpu1`` and ``gpu1:11500`` get ``http://`` (port 11434 by default); an explicit ``http://`` or
-    ``https://`` without a port means 80 or 443, as in Ollama's envconfig. Duplicates are dropped.
-    """
-    items = hosts.split(",") if isinstance(hosts, str) else [h for part in hosts for h in str(part).split(",")]
-    out: list[str] = []
-    for item in items:
-        raw = item.strip().strip("\"'").strip()
-        if not raw:
-            continue
-        scheme, sep, rest = raw.partition("://")
-        if not sep:
-            scheme, rest, port = "http", raw, DEFAULT_PORT
-        else:
-            scheme = scheme.lower()
-            port = 443 if scheme == "https" else 80
-        hostport, _, path = rest.partition("/")
-        url = httpx.URL(f"{scheme}://{hostport}")
-        base = f"{scheme}://{_host_text(url.host)}:{url.port or port}"
-        path = path.strip("/")
-        if path:
-            base += "/" + path
-        if base not in out:
-            out.append(base)
-    if not out:
-        raise ValueError(f"no Ollama host in {hosts!r}: give a URL such as http://127.0.0.1:11434")
-    return out
-
-
-def _host_text(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 class _Retryable(OllamaError):

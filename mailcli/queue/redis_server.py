@@ -30,7 +30,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -505,6 +504,8 @@ class EmbeddedRedis:
 
     def _is_our_server(self, pid: int) -> bool:
         """``pid`` is a live (not zombie) redis-server working in this directory."""
+        import psutil  # here, not at the top: ~20 ms that `mailcli status` and most connects never need
+
         try:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
@@ -529,6 +530,8 @@ class EmbeddedRedis:
         The scan finds a server whose pidfile was removed: starting a second one would steal the socket
         path and write the same AOF.
         """
+        import psutil
+
         pid = self._pid_from_file()
         if pid is not None and self._is_our_server(pid):
             return pid
@@ -618,6 +621,8 @@ def _tail_text(text: str, lines: int = 3) -> str:
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     """Wait until ``pid`` has exited (a zombie counts as exited); True when it did."""
+    import psutil
+
     deadline = time.monotonic() + timeout
     delay = 0.002
     while True:

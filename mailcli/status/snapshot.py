@@ -11,10 +11,11 @@ hosts at once. Nothing here talks to the supervisor; it publishes, status reads 
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import math
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -22,19 +23,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import redis
-from rq.job import Job
-from rq.registry import FailedJobRegistry
-from rq.results import Result
-from rq.serializers import JSONSerializer
-
 from mailcli.config import Settings
-from mailcli.llm.client import OllamaClient, parse_hosts
-from mailcli.llm.errors import OllamaError
-from mailcli.pool import state
-from mailcli.queue.jobs import PRIORITIES, RESULTS_STREAM, queue_depths, queue_name
-from mailcli.queue.redis_server import EmbeddedRedis, RedisUnavailable, connect, describe
-from mailcli.store.db import Store, StoreError
+from mailcli.llm.hosts import parse_hosts
+
+# Imported where they are used, not here: redis-py (~100-125 ms of imports, which the SQLite read
+# overlaps), rq (only to read failed jobs), http.client (the Ollama probe, mailcli.status.probe).
+# test_status_imports_stay_light guards what a snapshot imports.
 
 STALE_AFTER = 10.0  # seconds without a heartbeat: the pool or worker is flagged stale
 RATE_MINUTES = 5  # "throughput now" and the ETA: emails per minute over this many minutes
@@ -56,6 +50,12 @@ FAILED_OUTCOMES = ("retry", "error")
 # mailcli.pool.feeder.PENDING_KEY (a test guards the copy): importing the feeder would pull the whole
 # analysis package into every `status` call
 PENDING_KEY = "mailcli:pending"
+# mailcli.queue.jobs' queues (in the order workers listen) and names, copied for the same reason (a test
+# guards the copies): importing that module imports rq, 15-30 ms of every `status` call, when status
+# needs rq only to show failed jobs
+QUEUES = ("phase1", "critical", "high", "medium", "low")
+QUEUE_PREFIX = "mailcli-"
+RESULTS_STREAM = "mailcli:results"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -414,11 +414,9 @@ def scrub(obj: Any, secrets: list[str]) -> Any:
 
 
 def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, list[Failure], dict[str, int]]:
-    """Counts from the store: COUNTs over indexes, plus one pass over email_analysis (phase 2 and its
-    fallbacks) and two over conversation_analysis (tiers and phase 3; throughput).
-
-    Measured on 100,000 emails: the email_analysis pass is most of the cost; the partial index
-    suggested in docs/metrics.md ("Cost") turns it into an index scan.
+    """Counts from the store: COUNTs over indexes, the phase 2 count from the partial index
+    email_analysis_phase2_source (schema migration 2), and one pass over conversation_analysis (tiers,
+    phase 3, throughput). docs/metrics.md ("Cost") has the measurements.
     """
     q = conn.execute
     conversations = dict(q("SELECT status, count(*) FROM conversations GROUP BY status").fetchall())
@@ -428,8 +426,8 @@ def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, l
     total = q("SELECT count(*) FROM emails").fetchone()[0]
     rejects = q("SELECT count(*) FROM rejects").fetchone()[0]
     phase1 = q("SELECT count(*) FROM email_analysis").fetchone()[0]
-    # Written so that an index ON email_analysis (json_extract(phase2, '$.source')) WHERE phase2 IS NOT NULL
-    # answers it; without one it is a single pass that parses only the phase 2 rows.
+    # Answered by the partial index email_analysis_phase2_source, ON email_analysis
+    # (json_extract(phase2, '$.source')) WHERE phase2 IS NOT NULL: it holds only the phase 2 rows.
     phase2, fallback2 = q(
         "SELECT count(*), coalesce(sum(json_extract(phase2, '$.source') = 'fallback'), 0)"
         " FROM email_analysis WHERE phase2 IS NOT NULL"
@@ -437,29 +435,30 @@ def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, l
     tiers: dict[str, int] = {}
     tier_emails: dict[str, int] = {}
     phase3 = fallback3 = 0
-    # CROSS JOIN keeps this order: one pass over the analyses, a primary-key lookup each
-    for tier, n, emails, p3_emails, f3 in q(
-        "SELECT ca.tier, count(*), coalesce(sum(c.email_count), 0),"
+    per_minute = [0] * SPARK_MINUTES
+    # One pass over the analyses for the tiers, phase 3 and the emails analysed per minute (ago: whole
+    # minutes since, 0 for the last 60 s; NULL for the older ones). CROSS JOIN keeps this order: a
+    # primary-key lookup per analysis. A job's results are written with one timestamp for the
+    # conversation and its emails, so the conversation's analyzed_at times its email count is
+    # email_analysis.analyzed_at counted, at a quarter of the rows to read. Measured at 100,000 emails:
+    # ~30 ms, against ~75 ms for the two passes it replaces.
+    for tier, ago, n, emails, p3_emails, f3 in q(
+        "SELECT ca.tier,"
+        " CASE WHEN ca.analyzed_at >= ? THEN CAST((? - julianday(ca.analyzed_at)) * 1440 AS INTEGER) END AS ago,"
+        " count(*), coalesce(sum(c.email_count), 0),"
         " coalesce(sum(CASE WHEN ca.phase3 IS NOT NULL THEN c.email_count END), 0),"
         " coalesce(sum(json_extract(ca.phase3, '$.source') = 'fallback'), 0)"
-        " FROM conversation_analysis ca CROSS JOIN conversations c ON c.id = ca.conversation_id GROUP BY ca.tier"
+        " FROM conversation_analysis ca CROSS JOIN conversations c ON c.id = ca.conversation_id"
+        " GROUP BY ca.tier, ago",
+        (_iso(now - SPARK_MINUTES * 60), now / 86400.0 + 2440587.5),
     ):
-        tiers[str(tier)] = n
-        tier_emails[str(tier)] = emails
+        key = str(tier)
+        tiers[key] = tiers.get(key, 0) + n
+        tier_emails[key] = tier_emails.get(key, 0) + emails
         phase3 += p3_emails
         fallback3 += f3
-    per_minute = [0] * SPARK_MINUTES
-    # Emails analysed per minute (minute 0: the last 60 s). A job's results are written with one
-    # timestamp for the conversation and its emails, so the conversation's analyzed_at times its
-    # email count is email_analysis.analyzed_at counted, at a quarter of the rows to read.
-    for ago, n in q(
-        "SELECT CAST((? - julianday(ca.analyzed_at)) * 1440 AS INTEGER) AS ago, sum(c.email_count)"
-        " FROM conversation_analysis ca CROSS JOIN conversations c ON c.id = ca.conversation_id"
-        " WHERE ca.analyzed_at >= ? GROUP BY ago",
-        (now / 86400.0 + 2440587.5, _iso(now - SPARK_MINUTES * 60)),
-    ):
         if ago is not None and 0 <= ago < SPARK_MINUTES:
-            per_minute[SPARK_MINUTES - 1 - ago] += n or 0
+            per_minute[SPARK_MINUTES - 1 - ago] += emails
     rate = sum(per_minute[-RATE_MINUTES:]) / RATE_MINUTES
     eta = remaining / rate * 60 if rate > 0 and remaining > 0 else None
     progress = ProgressInfo(
@@ -519,7 +518,12 @@ def read_ledger(conn: sqlite3.Connection, now: float) -> dict[str, dict[str, Any
 
 
 class StatusReader:
-    """Builds snapshots; keeps its Redis, SQLite and HTTP connections open between them (--watch)."""
+    """Builds snapshots; keeps its Redis, SQLite and HTTP connections open between them (--watch).
+
+    A snapshot reads SQLite in a thread of its own while this thread imports redis (the first time)
+    and reads Redis: SQLite's queries release the GIL, so on two cores the counting and the imports
+    overlap instead of adding up. The Ollama probes run in threads too, all three waits at once.
+    """
 
     def __init__(
         self,
@@ -527,22 +531,20 @@ class StatusReader:
         *,
         probe_timeout: float = PROBE_TIMEOUT,
         store_load_share: float = STORE_LOAD_SHARE,
-        ollama_transport: Any = None,
         clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
         self.probe_timeout = probe_timeout
         self.store_load_share = store_load_share
-        self._transport = ollama_transport
         self._clock = clock
         self._secrets = _secrets(settings)
         self._observer = socket.gethostname()
         self._conn: Any = None
         self._store: Any = None
-        self._ollama: Any = None
+        self._store_thread: threading.Thread | None = None
+        self._probe: Any = None  # mailcli.status.probe.OllamaProbe, made by the first snapshot
         self._ollama_hosts: list[str] = []
         self._ollama_error: str | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._store_cache: tuple | None = None
         self._store_read_at = 0.0
         self._store_cost = 0.0
@@ -551,10 +553,14 @@ class StatusReader:
     # -- lifecycle
 
     def close(self) -> None:
+        thread = self._store_thread
+        if thread is not None and thread.is_alive():  # Ctrl-C in the middle of a reading: cut it short
+            with contextlib.suppress(Exception):
+                self._store.conn.interrupt()
+            thread.join(1.0)
         for closer in (
-            lambda: self._pool and self._pool.shutdown(wait=False, cancel_futures=True),
-            lambda: self._ollama and self._ollama.close(),
-            lambda: self._store and self._store.close(),
+            lambda: self._probe and self._probe.close(),
+            lambda: self._store and not (thread and thread.is_alive()) and self._store.close(),
             lambda: self._conn and self._conn.close(),
         ):
             try:
@@ -573,11 +579,12 @@ class StatusReader:
     def snapshot(self) -> Snapshot:
         started = time.perf_counter()
         now = self._clock()
-        notes: list[str] = []
+        store = self._start_store_read(now)  # first: the longest wait, and it frees the GIL
         probes = self._start_probes()  # network waits overlap the reads below
-
-        database, progress, db_failures, fallbacks, ledger = self._read_store(now, notes)
-        redis_info, pools, workers, queues, job_failures = self._read_redis(now, notes)
+        redis_notes: list[str] = []
+        redis_info, pools, workers, queues, job_failures = self._read_redis(now, redis_notes)
+        (database, progress, db_failures, fallbacks, ledger), notes = self._finish_store_read(store)
+        notes += redis_notes
         if progress.known:  # SQLite knows the backlog even when Redis is down or not started
             queues.pending = progress.conversations.get("pending", 0)
             queues.in_flight = progress.conversations.get("queued", 0)
@@ -606,8 +613,33 @@ class StatusReader:
 
     # -- SQLite
 
+    def _start_store_read(self, now: float) -> dict[str, Any]:
+        """_read_store in a thread; _finish_store_read waits for it."""
+        import mailcli.store.db  # noqa: F401 - here, so that the thread itself imports nothing
+
+        box: dict[str, Any] = {"notes": []}
+
+        def run() -> None:
+            try:
+                box["result"] = self._read_store(now, box["notes"])
+            except BaseException as exc:  # handed to the snapshot's thread, raised there
+                box["error"] = exc
+
+        thread = threading.Thread(target=run, name="mailcli-status-sqlite", daemon=True)
+        box["thread"] = self._store_thread = thread
+        thread.start()
+        return box
+
+    def _finish_store_read(self, box: dict[str, Any]) -> tuple[tuple, list[str]]:
+        box["thread"].join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"], box["notes"]
+
     def _open_store(self) -> Any:
         if self._store is None:
+            from mailcli.store.db import Store
+
             self._store = Store.open(self.settings.db, readonly=True)
             # the passes over email_analysis read pages straight from the OS cache: 2-3x faster
             self._store.conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
@@ -616,6 +648,8 @@ class StatusReader:
     def _read_store(self, now: float, notes: list[str]):
         """What SQLite knows. Under --watch it is re-read only as often as keeps its cost under
         STORE_LOAD_SHARE of one core: the sink writing to the same file must not feel the watcher."""
+        from mailcli.store.db import StoreError
+
         path = str(self.settings.db)
         empty = ProgressInfo(known=False)
         if not self.settings.db.exists():
@@ -648,10 +682,12 @@ class StatusReader:
         self._store_cache = (DatabaseInfo(path, True), progress, failures, fallbacks, ledger)
         return self._store_cache
 
-    # -- Redis
+    # -- Redis (redis-py is imported here, not at the top: ~100 ms that the SQLite thread overlaps)
 
     def _connect_redis(self) -> Any:
         """A client, or None when the embedded server is not running (status does not start it)."""
+        from mailcli.queue.redis_server import EmbeddedRedis, connect
+
         if self._conn is not None:
             return self._conn
         if not self.settings.redis_url and not EmbeddedRedis(self.settings.redis_dir).is_running():
@@ -660,6 +696,10 @@ class StatusReader:
         return self._conn
 
     def _read_redis(self, now: float, notes: list[str]):
+        import redis
+
+        from mailcli.queue.redis_server import RedisUnavailable, describe
+
         where = describe(self.settings)
         unknown = QueuesInfo(known=False)
         try:
@@ -679,6 +719,8 @@ class StatusReader:
             return RedisInfo(where, "unreachable", error), [], [], unknown, []
 
     def _read_redis_state(self, conn: Any, now: float):
+        from mailcli.pool import state
+
         with conn.pipeline(transaction=False) as pipe:
             pipe.smembers(state.POOLS)
             pipe.smembers(state.WORKERS)
@@ -710,14 +752,19 @@ class StatusReader:
             window=next((p.window for p in pools if not p.stale and not p.workers_only and p.window), None),
             unsaved_results=int(unsaved or 0),
         )
-        failed = sum(d.failed for d in queues.priorities)
-        failures = self._failed_jobs(conn) if failed else []
+        failed = [d.priority for d in queues.priorities if d.failed]
+        failures = self._failed_jobs(conn, failed) if failed else []
         return server.get("redis_version"), _int(memory.get("used_memory")), pools, workers, queues, failures
 
-    def _failed_jobs(self, conn: Any) -> list[Failure]:
-        """The latest failed RQ jobs, newest first; read without RQ's cleanup (which writes)."""
+    def _failed_jobs(self, conn: Any, queues: list[str]) -> list[Failure]:
+        """The latest failed RQ jobs of these queues, newest first; read without RQ's cleanup (which writes)."""
+        from rq.job import Job
+        from rq.registry import FailedJobRegistry
+        from rq.results import Result
+        from rq.serializers import JSONSerializer
+
         ids: list[str] = []
-        for p in PRIORITIES:
+        for p in queues:
             reg = FailedJobRegistry(queue_name(p), connection=conn, serializer=JSONSerializer)
             ids.extend(reg.get_job_ids(0, FAILURES_SHOWN - 1, desc=True, cleanup=False))
         out = []
@@ -737,44 +784,28 @@ class StatusReader:
             self._ollama_hosts = parse_hosts(self.settings.ollama_host)
         except ValueError as exc:
             self._ollama_error = f"OLLAMA_HOST is not usable: {exc}"
-            return
-        self._ollama = OllamaClient(
-            self._ollama_hosts,
-            max_in_flight=len(self._ollama_hosts),
-            connect_timeout=self.probe_timeout,
-            read_timeout=self.probe_timeout,
-            retries=0,
-            breaker_threshold=10**9,  # a probe must always ask: a host that comes back shows at once
-            transport=self._transport,
-        )
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(self._ollama_hosts), thread_name_prefix="mailcli-status-probe"
-        )
 
-    def _start_probes(self) -> dict[str, concurrent.futures.Future]:
-        if self._ollama is None or self._pool is None:
-            return {}
-        return {h: self._pool.submit(self._ollama.ps, h) for h in self._ollama_hosts}
+    def _start_probes(self) -> Any:
+        if not self._ollama_hosts:
+            return None
+        if self._probe is None:
+            from mailcli.status.probe import OllamaProbe
+
+            self._probe = OllamaProbe(self._ollama_hosts, self.probe_timeout)
+        return self._probe.start()
 
     def _ollama_info(self, probes, ledger, fallbacks, notes) -> OllamaInfo:
         if self._ollama_error:
             notes.append(self._ollama_error)
+        results = probes.results() if probes is not None else {}
         hosts = []
         for url in [*self._ollama_hosts, *sorted(set(ledger) - set(self._ollama_hosts))]:
-            reachable: bool | None = None
+            reachable: bool | None = None  # None: not probed (a host only the ledger knows)
             error = None
             models: list[str] = []
-            future = probes.get(url)
-            if future is not None:
-                try:
-                    loaded = future.result(timeout=self.probe_timeout * 3)
-                    reachable = True
-                    models = [m.get("name") or m.get("model", "") for m in loaded]
-                except concurrent.futures.TimeoutError:
-                    reachable, error = False, f"no answer within {self.probe_timeout * 3:.1f}s"
-                except OllamaError as exc:
-                    reachable = False
-                    error = one_line(str(getattr(exc, "last_error", None) or exc))
+            probed = results.get(url)
+            if probed is not None:
+                reachable, error, models = probed.reachable, one_line(probed.error) or None, probed.models
             stats = ledger.get(url, {})
             hosts.append(
                 OllamaHost(
@@ -791,6 +822,27 @@ class StatusReader:
                 )
             )
         return OllamaInfo(hosts=hosts, fallbacks={k: int(v) for k, v in fallbacks.items()})
+
+
+def queue_name(queue: str) -> str:
+    return QUEUE_PREFIX + queue
+
+
+def queue_depths(conn: Any) -> dict[str, dict[str, int]]:
+    """mailcli.queue.jobs.queue_depths: per queue, the jobs queued, started, failed and retrying."""
+    with conn.pipeline(transaction=False) as pipe:
+        for q in QUEUES:
+            name = queue_name(q)
+            pipe.llen(f"rq:queue:{name}")
+            pipe.zcard(f"rq:wip:{name}")
+            pipe.zcard(f"rq:failed:{name}")
+            pipe.zcard(f"rq:scheduled:{name}")
+        values = pipe.execute()
+    out = {}
+    for i, q in enumerate(QUEUES):
+        queued, started, failed, scheduled = values[i * 4 : i * 4 + 4]
+        out[q] = {"queued": queued, "started": started, "failed": failed, "retrying": scheduled}
+    return out
 
 
 def _text(v: Any) -> str:
