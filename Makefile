@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SAMPLES := samples/graph.jsonl samples/flat.jsonl samples/malformed.jsonl samples/mbox samples/eml
 
-.PHONY: install demo test test-reliability lint bench bench-full clean
+.PHONY: profile install demo test test-reliability lint bench bench-full clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: install
 
 bench-full: install
 	$(BIN)/python -m benchmarks.run --full
+
+# where the CPU goes: make profile SCENARIO=pool|ingest|status (py-spy across the processes)
+SCENARIO ?= pool
+profile: install
+	$(BIN)/python -m benchmarks.profile $(SCENARIO)
 
 clean:
 	rm -rf $(VENV) data *.egg-info .pytest_cache .ruff_cache
