@@ -152,6 +152,79 @@ def test_conversation_subject_is_the_earliest_emails(store):
     )
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_conversation_aggregates_are_what_its_emails_say(store, seed):
+    """A conversation new in a batch gets its count, dates and subject from the batch; one that
+    grows or merges has them read back from the emails table. Both must agree with the emails."""
+    import random
+
+    rng = random.Random(seed)
+    dates = [None, "2025-01-01T00:00:00+00:00", "2025-01-02T00:00:00+00:00", "2025-01-03T00:00:00+00:00"]
+    w = IngestWriter(store)
+    n = 0
+    for _batch in range(6):
+        batch = []
+        for _ in range(rng.randrange(1, 40)):
+            n += 1
+            refs = [f"{rng.randrange(n)}@x"] if rng.random() < 0.6 else []
+            if rng.random() < 0.1:
+                refs.append(f"{rng.randrange(n)}@x")  # links two threads: a merge
+            batch.append(mail(str(n), message_id=f"{n}@x", references=refs, date=rng.choice(dates),
+                              source_conversation_id=rng.choice([None, None, f"c{rng.randrange(5)}"]),
+                              subject=rng.choice(["Quote", "Re: Quote", "Order", "Re: Order", ""])))  # fmt: skip
+        w.add_emails(batch)
+    stored = store.conn.execute("SELECT id, subject, email_count, first_date, last_date FROM conversations").fetchall()
+    assert sum(r[2] for r in stored) == n
+    for cid, subject, count, first, last in stored:
+        emails = store.conn.execute(
+            "SELECT subject, date FROM emails WHERE conversation_id = ? ORDER BY date IS NULL, date, rowid", (cid,)
+        ).fetchall()
+        dated = [d for _, d in emails if d is not None]
+        assert (subject, count, first, last) == (
+            base_subject(emails[0][0]), len(emails), min(dated, default=None), max(dated, default=None)
+        ), cid
+
+
+def test_a_stored_duplicate_links_nothing(store):
+    """Threading sees only the emails that are stored: a copy of a stored email, with references
+    of its own, must not join the emails it refers to (nor would it have, one by one)."""
+    w = IngestWriter(store)
+    w.add_emails([mail("x", message_id="x@x")])
+    w.add_emails([mail("a", message_id="a@x"), mail("x2", message_id="x@x", references=["a@x", "c@x"]),
+                  mail("c", message_id="c@x")])  # fmt: skip
+    assert sorted(conversations(store).values()) == [["a@x"], ["c@x"], ["x@x"]]
+    assert w.counts.duplicates == 1
+
+
+def canonical(labels: list[int]) -> list[int]:
+    first: dict[int, int] = {}
+    return [first.setdefault(t, len(first)) for t in labels]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_dropping_rows_regroups_only_the_threads_that_lost_one(seed):
+    import random
+
+    from mailcli.ingest.rows import prepare_batch, threads, without
+
+    rng = random.Random(seed)
+    n = rng.randrange(1, 60)
+    emails = [
+        mail(str(i), message_id=f"{i}@x", references=[f"{rng.randrange(n)}@x" for _ in range(rng.randrange(3))],
+             source_conversation_id=rng.choice([None, None, f"c{rng.randrange(4)}"]))
+        for i in range(n)
+    ]  # fmt: skip
+    batch = prepare_batch(emails)
+    drop = {row[0] for row in batch.rows if rng.random() < 0.3}
+    rows, (row_threads, key_threads) = without(batch, drop)
+    expect_rows, expect_keys = threads(rows)
+    assert rows == [row for row in batch.rows if row[0] not in drop]
+    assert canonical(row_threads) == canonical(expect_rows)
+    assert set(key_threads) == set(expect_keys)  # no key of a dropped row alone
+    same = {(row_threads[i], expect_rows[i]) for i in range(len(rows))}
+    assert all((key_threads[k], expect_keys[k]) in same for k in expect_keys)
+
+
 def test_schema_migration_from_an_older_version_is_applied(tmp_path):
     import sqlite3
 
@@ -176,3 +249,18 @@ def test_export_record_matches_spec_section_5_before_analysis(store):
                          "conversation", "status"]  # fmt: skip
     assert rec["status"] == "pending" and rec["phase1"] is None and rec["from"] == "Ann <a@b.com>"
     json.dumps(rec)
+
+
+def test_references_are_stored_as_json_dumps_writes_them():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mailcli.ingest.rows import _json_list
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.text(), min_size=1, max_size=4))
+    def check(items):
+        assert _json_list(items) == json.dumps(items)
+
+    check()
+    assert _json_list(["a@x", "b@y"]) == '["a@x", "b@y"]'

@@ -25,6 +25,7 @@ import html
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from mailcli.ingest.mime import Part, email_from_bytes, headers_to_email
@@ -90,11 +91,16 @@ def _loads(line: str) -> Any:
     return json.loads(line)
 
 
-def iter_jsonl(stream: Iterable[bytes], source: str) -> Iterator[Email | Reject]:
-    """Stream JSONL from binary lines. Bad lines become Rejects; the rest of the file goes on."""
+def iter_jsonl(
+    stream: Iterable[bytes], source: str, *, first_line: int = 1, seen_content: bool = False
+) -> Iterator[Email | Reject]:
+    """Stream JSONL from binary lines. Bad lines become Rejects; the rest of the file goes on.
+
+    ``first_line`` and ``seen_content`` let a :class:`LineChunk` from the middle of a file be
+    read as that file would be: its line numbers, and whether a line before it was not blank.
+    """
     loads = _loads
-    seen_content = False
-    for n, raw in enumerate(stream, 1):
+    for n, raw in enumerate(stream, first_line):
         notes: list[str] | None = None
         try:
             # Decoding first is faster than handing json.loads bytes (its encoding sniffing
@@ -111,7 +117,7 @@ def iter_jsonl(stream: Iterable[bytes], source: str) -> Iterator[Email | Reject]
         except json.JSONDecodeError as exc:
             if raw.isspace():
                 continue  # blank lines are allowed and silent
-            if not seen_content and raw.strip() in (b"{", b"["):
+            if not seen_content and _is_pretty_printed_start(raw):
                 yield Reject(
                     source,
                     f"line {n}",
@@ -136,6 +142,51 @@ def iter_jsonl(stream: Iterable[bytes], source: str) -> Iterator[Email | Reject]
                 yield record_from_json(item, source, f"{locator} item {k}", list(notes or ()))
             continue
         yield record_from_json(obj, source, locator, notes)
+
+
+def _is_pretty_printed_start(raw: bytes) -> bool:
+    """A line that opens pretty-printed JSON, when it is the first line with content."""
+    return raw.strip() in (b"{", b"[")
+
+
+@dataclass(slots=True)
+class LineChunk:
+    """Consecutive lines of one JSONL input, read now and parsed later, maybe in another process.
+
+    ``seen_content`` says whether a line before ``first_line`` was not blank (iter_jsonl tells a
+    pretty-printed file by its first line with content).
+    """
+
+    source: str
+    first_line: int
+    seen_content: bool
+    lines: list[bytes]
+
+    def records(self) -> Iterator[Email | Reject]:
+        return iter_jsonl(self.lines, self.source, first_line=self.first_line, seen_content=self.seen_content)
+
+
+def iter_line_chunks(stream: Iterable[bytes], source: str, max_lines: int, max_bytes: int) -> Iterator[LineChunk]:
+    """Split a JSONL stream into chunks of at most ``max_lines`` lines and about ``max_bytes``
+    bytes, without parsing it. Parsing the chunks in order gives what iter_jsonl(stream) gives:
+    reading stops, as iter_jsonl does, after a first line of content that opens pretty-printed JSON.
+    """
+    first, seen_before, seen = 1, False, False
+    lines: list[bytes] = []
+    size = 0
+    for raw in stream:
+        lines.append(raw)
+        size += len(raw)
+        if not seen and not raw.isspace():
+            seen = True
+            if _is_pretty_printed_start(raw):
+                break
+        if len(lines) >= max_lines or size >= max_bytes:
+            yield LineChunk(source, first, seen_before, lines)
+            first, seen_before = first + len(lines), seen
+            lines, size = [], 0
+    if lines:
+        yield LineChunk(source, first, seen_before, lines)
 
 
 def _replace_lone_surrogates(value: Any) -> tuple[Any, bool]:

@@ -8,6 +8,9 @@ Maildir), so a 2 GB export needs no more memory than its largest message. Proble
 record become a :class:`Reject` and reading goes on; only a path that cannot be read at all
 raises :class:`InputError` (one line, naming the path and the fix).
 
+:func:`iter_units` reads the same paths for ``mailcli ingest``, leaving JSONL unparsed in chunks of
+lines (:class:`LineChunk`) so that a second process can parse them (:mod:`mailcli.ingest.pipeline`).
+
 The format readers live next door: :mod:`mailcli.ingest.jsonl` (flat, Graph and Gmail JSON),
 :mod:`mailcli.ingest.mime` (mbox, .eml, Maildir) and :mod:`mailcli.ingest.text` (HTML,
 charsets, headers, dates).
@@ -24,11 +27,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from mailcli.ingest.jsonl import iter_jsonl
+from mailcli.ingest.jsonl import LineChunk, iter_jsonl, iter_line_chunks
 from mailcli.ingest.mime import KNOWN_HEADERS, email_from_bytes, is_maildir, iter_maildir, iter_mbox
 from mailcli.ingest.model import Email, InputError, Reject
 
-__all__ = ["FORMATS", "Email", "InputError", "Reject", "detect_format", "iter_many", "iter_records"]
+__all__ = [
+    "FORMATS", "Chunking", "Email", "InputError", "LineChunk", "Reject", "detect_format", "iter_many",
+    "iter_records", "iter_units",
+]  # fmt: skip
 
 FORMATS = ("auto", "jsonl", "mbox", "eml", "maildir")
 UNSUPPORTED = "not a supported export (expected .jsonl, .mbox, .eml or a Maildir)"
@@ -40,6 +46,10 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Windows PowerShell writes UTF-16 by 
 _HEADER_LINE_RE = re.compile(rb"([!-9;-~]+)[ \t]*:")  # RFC 5322 field name, then a colon
 # Bytes that do not occur in text: C0 controls other than \t \n \f \r and ESC, plus DEL.
 _TEXT_BYTES = bytes([7, 8, 9, 10, 12, 13, 27]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+
+# JSONL read in chunks of at most (lines, bytes), left unparsed; None: parse as it is read.
+Chunking = tuple[int, int] | None
+Unit = Email | Reject | LineChunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +170,7 @@ def _utf16_lines(f: BinaryIO) -> Iterator[bytes]:
 # --------------------------------------------------------------------------------------------
 
 
-def _iter_stream(f: BinaryIO, source: str, name: str, fmt: str) -> Iterator[Email | Reject]:
+def _iter_stream(f: BinaryIO, source: str, name: str, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     """Read one open file in ``fmt`` ("auto" sniffs it). ``name`` is the .eml locator."""
     head = _peek(f)
     if not head:
@@ -174,14 +184,18 @@ def _iter_stream(f: BinaryIO, source: str, name: str, fmt: str) -> Iterator[Emai
     if fmt == "unsupported":
         yield Reject(source, "file", UNSUPPORTED)
     elif fmt == "jsonl":
-        yield from iter_jsonl(_utf16_lines(f) if head.startswith(_UTF16_BOMS) else f, source)
+        lines = _utf16_lines(f) if head.startswith(_UTF16_BOMS) else f
+        if chunking:
+            yield from iter_line_chunks(lines, source, *chunking)
+        else:
+            yield from iter_jsonl(lines, source)
     elif fmt == "mbox":
         yield from iter_mbox(f, source)
     else:  # eml: one message, bounded in size
         yield email_from_bytes(f.read(), source, name)
 
 
-def _iter_file(path: Path, fmt: str) -> Iterator[Email | Reject]:
+def _iter_file(path: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     source = str(path)
     try:
         f = _open(path)
@@ -189,10 +203,10 @@ def _iter_file(path: Path, fmt: str) -> Iterator[Email | Reject]:
         yield Reject(source, "file", f"cannot read file: {exc.strerror or exc}")
         return
     with f:
-        yield from _iter_stream(f, source, path.name, fmt)
+        yield from _iter_stream(f, source, path.name, fmt, chunking)
 
 
-def _iter_dir(root: Path, fmt: str) -> Iterator[Email | Reject]:
+def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     """Every file under ``root`` in name order; Maildirs inside are read as Maildirs.
 
     Hidden files and folders (.DS_Store, .git) are skipped silently: they are never exports.
@@ -210,17 +224,17 @@ def _iter_dir(root: Path, fmt: str) -> Iterator[Email | Reject]:
         dirnames[:] = keep  # os.walk descends only into what is left
         for name in sorted(filenames):
             if not name.startswith("."):
-                yield from _iter_file(here / name, fmt)
+                yield from _iter_file(here / name, fmt, chunking)
 
 
-def _iter_stdin(fmt: str) -> Iterator[Email | Reject]:
+def _iter_stdin(fmt: str, chunking: Chunking) -> Iterator[Unit]:
     stdin = _peekable(sys.stdin.buffer)
     if fmt == "auto":
         # SPEC: "-" is JSONL. Piped mbox/.eml text is recognised too rather than producing one
         # "invalid JSON" reject per line.
         sniffed = _sniff("", _peek(stdin))
         fmt = sniffed if sniffed in ("mbox", "eml") else "jsonl"
-    yield from _iter_stream(stdin, "-", "-", fmt)
+    yield from _iter_stream(stdin, "-", "-", fmt, chunking)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,12 +248,31 @@ def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject
     Raises InputError right away (not on first ``next()``) for an unknown format, a missing or
     unreadable path, or ``--format maildir`` on something that is not a Maildir.
     """
+    return _open_units(path, fmt, None)  # type: ignore[return-value]  # no chunking: records only
+
+
+def iter_many(paths: Iterable[str | Path], fmt: str = "auto") -> Iterator[Email | Reject]:
+    """Records from several paths in order. Every path is checked before the first is read,
+    so a typo in the last path fails fast instead of after a long ingest."""
+    readers = [iter_records(p, fmt) for p in paths]
+    return itertools.chain.from_iterable(readers)
+
+
+def iter_units(paths: Iterable[str | Path], fmt: str, chunking: tuple[int, int]) -> Iterator[Unit]:
+    """What iter_many reads, with JSONL left unparsed in :class:`LineChunk` units (at most
+    ``chunking`` = (lines, bytes) each): reading stays here, parsing can go to another process.
+    Records of the other formats are parsed as they are read."""
+    readers = [_open_units(p, fmt, chunking) for p in paths]
+    return itertools.chain.from_iterable(readers)
+
+
+def _open_units(path: str | Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if str(path) == "-":
         if fmt == "maildir":
             raise InputError("a Maildir cannot be read from stdin: pass its directory instead")
-        return _iter_stdin(fmt)
+        return _iter_stdin(fmt, chunking)
     p = Path(path)
     _check_readable(p)
     if p.is_dir():
@@ -249,14 +282,7 @@ def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject
             raise InputError(
                 f"{p} is not a Maildir (no cur/ and new/ folders): check the path or use --format auto"
             )
-        return _iter_dir(p, fmt)
+        return _iter_dir(p, fmt, chunking)
     if fmt == "maildir":
         raise InputError(f"{p} is a file, not a Maildir: use --format auto")
-    return _iter_file(p, fmt)
-
-
-def iter_many(paths: Iterable[str | Path], fmt: str = "auto") -> Iterator[Email | Reject]:
-    """Records from several paths in order. Every path is checked before the first is read,
-    so a typo in the last path fails fast instead of after a long ingest."""
-    readers = [iter_records(p, fmt) for p in paths]
-    return itertools.chain.from_iterable(readers)
+    return _iter_file(p, fmt, chunking)

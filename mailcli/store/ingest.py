@@ -2,21 +2,28 @@
 
 Threading is JWZ's id table without its subject heuristics: every Message-ID, In-Reply-To and
 References entry is a container key, and so is the source's own conversation/thread id; emails that
-share any key are one conversation (union-find). The key -> conversation map is persisted in
-`thread_keys`, so a reply ingested next week, from another export with another source conversation
-id, still joins its thread, and two conversations that a new email links are merged.
+share any key are one conversation. The key -> conversation map is persisted in `thread_keys`, so
+a reply ingested next week, from another export with another source conversation id, still joins
+its thread, and two conversations that a new email links are merged.
+
+What needs no database (each email's row and keys, the batch's own duplicates and threads) is done
+by :mod:`mailcli.ingest.rows`, possibly in a parse process; this module does the rest.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mailcli.ingest.model import Email, Reject
+from mailcli.ingest.rows import COLUMNS, DATE, SUBJECT, PreparedBatch, Row, prepare_batch, without
 from mailcli.store.db import Store, now_iso
+
+log = logging.getLogger(__name__)
 
 _PARAMS = 900  # SQLite's bound-parameter limit is 999 on old builds
 _SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
@@ -24,32 +31,6 @@ _SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|wg)\s*(\[\d+\])?\s*:\s*)+",
 
 def base_subject(subject: str) -> str:
     return _SUBJECT_PREFIX.sub("", subject or "").strip()
-
-
-def thread_keys(email: Email) -> list[str]:
-    keys = []
-    if email.source_conversation_id:
-        keys.append("cid:" + email.source_conversation_id)
-    if email.message_id:
-        keys.append("mid:" + email.message_id)
-    for ref in email.references:
-        keys.append("mid:" + ref)
-    if email.in_reply_to:
-        keys.append("mid:" + email.in_reply_to)
-    if not keys:
-        keys.append(email.dedupe_key)
-    return keys
-
-
-def new_conversation_id(email: Email) -> str:
-    """Readable and stable: the source's conversation id, else the thread root's Message-ID."""
-    if email.source_conversation_id:
-        return email.source_conversation_id
-    if email.references:
-        return email.references[0]
-    if email.in_reply_to:
-        return email.in_reply_to
-    return email.message_id or email.public_id
 
 
 @dataclass
@@ -61,32 +42,14 @@ class IngestCounts:
     touched: set[str] = field(default_factory=set)
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        parent = self.parent
-        root = parent.setdefault(x, x)
-        while root != parent[root]:
-            root = parent[root]
-        while x != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-
-
 def _chunks(seq: Sequence[str], n: int = _PARAMS) -> Iterable[Sequence[str]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
 
 
 class IngestWriter:
-    """Takes batches of Emails and Rejects; each batch is one transaction."""
+    """Takes batches of Emails (or of emails prepared elsewhere, :class:`PreparedBatch`) and
+    Rejects; each batch is one transaction."""
 
     def __init__(self, store: Store, *, queue_priority: str | None = None):
         self.store = store
@@ -108,91 +71,88 @@ class IngestWriter:
         self.counts.rejected += len(rejects)
 
     def add_emails(self, emails: Sequence[Email]) -> None:
-        if not emails:
-            return
-        fresh = self._drop_duplicates(emails)
+        self.add_batch(prepare_batch(emails))
+
+    def add_batch(self, batch: PreparedBatch) -> None:
+        """Store a batch of prepared emails: dedupe, thread, insert, refresh their conversations."""
+        self.counts.duplicates += batch.duplicates
+        stored = self._stored(batch.rows)
+        fresh, (row_threads, key_threads) = without(batch, stored) if stored else (batch.rows, batch.threads)
+        self.counts.duplicates += len(stored)
         if not fresh:
             return
         with self.conn:
-            conv_of = self._thread(fresh)
+            conv_of, new = self._thread(fresh, row_threads, key_threads)
             self._insert(fresh, conv_of)
-            touched = set(conv_of.values())
-            self._refresh_conversations(touched)
+            touched = set(conv_of)
+            self._refresh_conversations(touched, _new_conversations(new, fresh, conv_of))
         self.counts.ingested += len(fresh)
         self.counts.touched |= touched
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _drop_duplicates(self, emails: Sequence[Email]) -> list[Email]:
-        by_key: dict[str, Email] = {}
-        for e in emails:
-            by_key.setdefault(e.dedupe_key, e)
-        existing: set[str] = set()
-        keys = list(by_key)
-        for chunk in _chunks(keys):
+    def _stored(self, rows: list[Row]) -> set[str]:
+        """The dedupe keys of these rows that are stored already."""
+        stored: set[str] = set()
+        for chunk in _chunks([row[0] for row in rows]):
             marks = ",".join("?" * len(chunk))
-            existing.update(
+            stored.update(
                 r[0] for r in self.conn.execute(f"SELECT dedupe_key FROM emails WHERE dedupe_key IN ({marks})", chunk)
             )
-        fresh = [e for k, e in by_key.items() if k not in existing]
-        self.counts.duplicates += len(emails) - len(fresh)
-        return fresh
+        return stored
 
-    def _thread(self, emails: list[Email]) -> dict[int, str]:
-        """Conversation id for each email (by index); merges conversations that this batch links."""
-        uf = _UnionFind()
-        keys_of = []
-        for e in emails:
-            keys = thread_keys(e)
-            keys_of.append(keys)
-            first = keys[0]
-            uf.find(first)
-            for k in keys[1:]:
-                uf.union(first, k)
-        all_keys = list(uf.parent)
+    def _thread(
+        self, rows: list[Row], row_threads: list[int], key_threads: dict[str, int]
+    ) -> tuple[list[str], set[str]]:
+        """Conversation id for each row, and the ids of conversations this batch starts (none of
+        them stored before); merges conversations that this batch links. ``row_threads`` and
+        ``key_threads`` are the rows' threads within the batch (:func:`threads`)."""
         known: dict[str, str] = {}
-        for chunk in _chunks(all_keys):
+        for chunk in _chunks(list(key_threads)):
             marks = ",".join("?" * len(chunk))
             known.update(
                 self.conn.execute(
                     f"SELECT key, conversation_id FROM thread_keys WHERE key IN ({marks})", chunk
                 ).fetchall()
             )
-        # component root -> existing conversation ids it touches
-        existing: dict[str, set[str]] = {}
+        # thread -> stored conversation ids it touches
+        existing: dict[int, set[str]] = {}
         for key, conv in known.items():
-            existing.setdefault(uf.find(key), set()).add(conv)
-        roots = [uf.find(keys[0]) for keys in keys_of]
-        chosen: dict[str, str] = {}
-        fresh: dict[str, str] = {}  # root -> proposed new conversation id
-        for i, root in enumerate(roots):
-            if root in chosen or root in fresh:
+            existing.setdefault(key_threads[key], set()).add(conv)
+        chosen: dict[int, str] = {}
+        fresh: dict[int, str] = {}  # thread -> proposed new conversation id (its first row's)
+        for i, thread in enumerate(row_threads):
+            if thread in chosen or thread in fresh:
                 continue
-            convs = existing.get(root)
+            convs = existing.get(thread)
             if not convs:
-                fresh[root] = new_conversation_id(emails[i])
+                fresh[thread] = rows[i][2]
             elif len(convs) == 1:
-                chosen[root] = next(iter(convs))
+                chosen[thread] = next(iter(convs))
             else:
-                chosen[root] = min(convs)
-                self._merge(chosen[root], sorted(convs - {chosen[root]}))
+                chosen[thread] = min(convs)
+                self._merge(chosen[thread], sorted(convs - {chosen[thread]}))
         # a fresh id may collide with an unrelated conversation's id, stored or new in this batch
         taken = set(chosen.values())
         proposed = list(set(fresh.values()))
         for chunk in _chunks(proposed):
             marks = ",".join("?" * len(chunk))
             taken.update(r[0] for r in self.conn.execute(f"SELECT id FROM conversations WHERE id IN ({marks})", chunk))
-        for i, root in enumerate(roots):
-            if root in fresh and root not in chosen:
-                conv = fresh[root]
+        new: set[str] = set()
+        for i, thread in enumerate(row_threads):
+            if thread in fresh and thread not in chosen:
+                conv = fresh[thread]
                 if conv in taken:
-                    conv = f"{conv}#{emails[i].dedupe_key[-12:]}"
+                    conv = f"{conv}#{rows[i][0][-12:]}"  # not looked up: may be stored after all
+                else:
+                    new.add(conv)
                 taken.add(conv)
-                chosen[root] = conv
-        result = {i: chosen[root] for i, root in enumerate(roots)}
-        rows = [(k, chosen[uf.find(k)]) for k in all_keys if k not in known]
-        self.conn.executemany("INSERT OR IGNORE INTO thread_keys (key, conversation_id) VALUES (?, ?)", rows)
-        return result
+                chosen[thread] = conv
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO thread_keys (key, conversation_id) VALUES (?, ?)",
+            [(key, chosen[thread]) for key, thread in key_threads.items() if key not in known],
+        )
+        return [chosen[thread] for thread in row_threads], new
 
     def _merge(self, survivor: str, others: list[str]) -> None:
         marks = ",".join("?" * len(others))
@@ -206,58 +166,31 @@ class IngestWriter:
         c.execute(f"DELETE FROM conversations WHERE id IN ({marks})", others)
         self.counts.merged += len(others)
 
-    def _insert(self, emails: list[Email], conv_of: dict[int, str]) -> None:
+    def _insert(self, rows: list[Row], conv_of: list[str]) -> None:
         ts = now_iso()
         c = self.conn
         # the single writer numbers the rows itself: no read-back of rowids for the recipients
-        base = c.execute("SELECT coalesce(max(rowid), 0) FROM emails").fetchone()[0]
-        rows = []
-        for i, e in enumerate(emails):
-            rows.append(
-                (
-                    base + i + 1,
-                    e.public_id,
-                    e.dedupe_key,
-                    e.message_id,
-                    e.source_id,
-                    e.source_conversation_id,
-                    conv_of[i],
-                    e.subject,
-                    e.body,
-                    e.from_addr,
-                    e.from_name,
-                    e.date,
-                    e.in_reply_to,
-                    json.dumps(e.references) if e.references else None,
-                    e.importance,
-                    int(e.has_attachments),
-                    json.dumps(e.notes) if e.notes else None,
-                    e.source,
-                    e.locator,
-                    ts,
-                )
-            )
+        first = c.execute("SELECT coalesce(max(rowid), 0) FROM emails").fetchone()[0] + 1
+        rowids = range(first, first + len(rows))
         c.executemany(
-            "INSERT INTO emails (rowid, id, dedupe_key, message_id, source_id, source_conversation_id,"
-            " conversation_id, subject, body, from_addr, from_name, date, in_reply_to, refs, importance,"
-            " has_attachments, notes, source, locator, ingested_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
+            _INSERT_EMAIL,
+            [(rowid, conv, ts, *row[3]) for rowid, conv, row in zip(rowids, conv_of, rows, strict=True)],
         )
-        recips = []
-        for i, e in enumerate(emails):
-            rid = base + i + 1
-            recips.extend((rid, "to", a) for a in e.to)
-            recips.extend((rid, "cc", a) for a in e.cc)
-            recips.extend((rid, "bcc", a) for a in e.bcc)
-        if recips:
-            c.executemany("INSERT INTO recipients (email_rowid, kind, address) VALUES (?, ?, ?)", recips)
+        recipients = [(rowid, kind, address) for rowid, row in zip(rowids, rows, strict=True) for kind, address in row[4]]
+        if recipients:
+            c.executemany("INSERT INTO recipients (email_rowid, kind, address) VALUES (?, ?, ?)", recipients)
 
-    def _refresh_conversations(self, touched: set[str]) -> None:
-        """Recompute aggregates of the touched conversations and mark them owed analysis."""
+    def _refresh_conversations(self, touched: set[str], new: dict[str, tuple]) -> None:
+        """Recompute aggregates of the touched conversations and mark them owed analysis.
+
+        ``new`` holds the aggregates of conversations that only this batch's emails belong to;
+        the others are read back from the emails table.
+        """
         ts = now_iso()
-        ids = sorted(touched)
         c = self.conn
+        if new:
+            c.executemany(_UPSERT_CONVERSATION, [(cid, *stats, self.queue_priority, ts) for cid, stats in new.items()])
+        ids = sorted(touched - new.keys())
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             stats = c.execute(
@@ -273,14 +206,99 @@ class IngestWriter:
                 ).fetchall()
             )  # later rows win in dict(): the earliest email's subject remains
             c.executemany(
-                "INSERT INTO conversations (id, subject, email_count, first_date, last_date, status, queue_priority,"
-                " revision, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, 1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET subject = excluded.subject, email_count = excluded.email_count,"
-                " first_date = excluded.first_date, last_date = excluded.last_date, status = 'pending',"
-                " queue_priority = coalesce(excluded.queue_priority, conversations.queue_priority),"
-                " revision = conversations.revision + 1, updated_at = excluded.updated_at",
+                _UPSERT_CONVERSATION,
                 [
                     (cid, base_subject(firsts.get(cid, "")), n, first, last, self.queue_priority, ts)
                     for cid, n, first, last in stats
                 ],
             )
+
+
+class BackgroundCheckpoints:
+    """While a long ingest writes, copy the WAL into the database from a thread with its own
+    connection, rather than in the writer's commits.
+
+    By default SQLite checkpoints in the committing connection, here after every batch: about a
+    tenth of the writer's time. The copy is SQLite's C code, which releases the GIL, so on a
+    second core it runs beside the writer's Python work. Durability and readers are unchanged (the
+    commits and the WAL are the same); the writer's connection gets its own setting back on close.
+
+        with BackgroundCheckpoints(store) as checkpoints:
+            for batch in batches:
+                writer.add_batch(batch)
+                checkpoints.nudge()
+    """
+
+    def __init__(self, store: Store):
+        self._writer = store.conn
+        self._saved = self._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        self._conn = sqlite3.connect(store.path, check_same_thread=False)
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoints", daemon=True)
+        self._thread.start()
+
+    def nudge(self) -> None:
+        """Say that a batch was committed: checkpoint what the WAL holds."""
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+        self._conn.close()
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={int(self._saved)}")
+
+    def __enter__(self) -> BackgroundCheckpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # nothing is lost: the WAL keeps it for the next checkpoint
+                log.debug("background checkpoint failed: %s", exc)
+
+
+def _new_conversations(new: set[str], rows: list[Row], conv_of: list[str]) -> dict[str, tuple]:
+    """(subject, email_count, first_date, last_date) of each conversation in ``new``, from the
+    batch alone: what the emails table would say (the earliest dated email's subject, the first
+    one's when none is dated)."""
+    stats: dict[str, list] = {}
+    for conv, row in zip(conv_of, rows, strict=True):
+        if conv not in new:
+            continue
+        date = row[3][DATE]
+        s = stats.get(conv)
+        if s is None:
+            stats[conv] = [row[3][SUBJECT], 1, date, date]
+            continue
+        s[1] += 1
+        if date is not None:
+            if s[2] is None or date < s[2]:
+                s[0], s[2] = row[3][SUBJECT], date
+            if s[3] is None or date > s[3]:
+                s[3] = date
+    return {conv: (base_subject(subject), n, first, last) for conv, (subject, n, first, last) in stats.items()}
+
+
+_UPSERT_CONVERSATION = (
+    "INSERT INTO conversations (id, subject, email_count, first_date, last_date, status, queue_priority,"
+    " revision, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, 1, ?)"
+    " ON CONFLICT (id) DO UPDATE SET subject = excluded.subject, email_count = excluded.email_count,"
+    " first_date = excluded.first_date, last_date = excluded.last_date, status = 'pending',"
+    " queue_priority = coalesce(excluded.queue_priority, conversations.queue_priority),"
+    " revision = conversations.revision + 1, updated_at = excluded.updated_at"
+)
+_INSERT_EMAIL = (
+    f"INSERT INTO emails (rowid, conversation_id, ingested_at, {', '.join(COLUMNS)})"
+    f" VALUES ({', '.join('?' * (3 + len(COLUMNS)))})"
+)

@@ -1,0 +1,181 @@
+"""What the store needs from a batch of emails, worked out without the database.
+
+:func:`prepare` turns an :class:`Email` into a plain tuple: its dedupe key, its thread keys, the
+conversation id it would start, the ``emails`` columns and its recipients. :func:`prepare_batch`
+does that for a batch, drops the batch's own duplicates (the first copy wins) and groups the rest
+into threads. Nothing here reads the database, so this work can run in a parse process while the
+main process writes (see :mod:`mailcli.ingest.pipeline`); what is left for the writer
+(:mod:`mailcli.store.ingest`) is the part that needs the database: dropping stored duplicates,
+joining stored threads, inserting.
+
+Rows are plain tuples rather than a class because they cross a process boundary in batches of
+thousands: tuples of strings are what pickle handles fastest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from mailcli.ingest.model import Email
+
+# The ``emails`` columns a prepared row carries, in this order. The writer adds rowid,
+# conversation_id and ingested_at.
+COLUMNS = (
+    "id", "dedupe_key", "message_id", "source_id", "source_conversation_id", "subject", "body",
+    "from_addr", "from_name", "date", "in_reply_to", "refs", "importance", "has_attachments", "notes",
+    "source", "locator",
+)  # fmt: skip
+SUBJECT, DATE = COLUMNS.index("subject"), COLUMNS.index("date")
+
+# A prepared row: (dedupe_key, thread_keys, proposed_conversation_id, columns, recipients), where
+# recipients is a tuple of (kind, address) pairs, kind being "to", "cc" or "bcc".
+Row = tuple[str, tuple[str, ...], str, tuple, tuple[tuple[str, str], ...]]
+
+
+def thread_keys(email: Email) -> list[str]:
+    """The email's keys in the thread id table (JWZ): its source conversation id, its Message-ID
+    and every id it refers to. An email with none of these is a thread of its own."""
+    keys = []
+    if email.source_conversation_id:
+        keys.append("cid:" + email.source_conversation_id)
+    if email.message_id:
+        keys.append("mid:" + email.message_id)
+    for ref in email.references:
+        keys.append("mid:" + ref)
+    if email.in_reply_to:
+        keys.append("mid:" + email.in_reply_to)
+    if not keys:
+        keys.append(email.dedupe_key)
+    return keys
+
+
+def new_conversation_id(email: Email) -> str:
+    """Readable and stable: the source's conversation id, else the thread root's Message-ID."""
+    if email.source_conversation_id:
+        return email.source_conversation_id
+    if email.references:
+        return email.references[0]
+    if email.in_reply_to:
+        return email.in_reply_to
+    return email.message_id or email.public_id
+
+
+def prepare(email: Email) -> Row:
+    key = email.dedupe_key
+    columns = (
+        email.public_id,
+        key,
+        email.message_id,
+        email.source_id,
+        email.source_conversation_id,
+        email.subject,
+        email.body,
+        email.from_addr,
+        email.from_name,
+        email.date,
+        email.in_reply_to,
+        _json_list(email.references) if email.references else None,
+        email.importance,
+        int(email.has_attachments),
+        json.dumps(email.notes) if email.notes else None,
+        email.source,
+        email.locator,
+    )
+    recipients = (
+        *[("to", a) for a in email.to],
+        *[("cc", a) for a in email.cc],
+        *[("bcc", a) for a in email.bcc],
+    )
+    return key, tuple(thread_keys(email)), new_conversation_id(email), columns, recipients
+
+
+def _json_list(items: list[str]) -> str:
+    """json.dumps(items), without its overhead (half of prepare's time) for the usual list of
+    plain ASCII Message-IDs: nothing in them that JSON escapes."""
+    joined = "".join(items)
+    if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+        return '["' + '", "'.join(items) + '"]'
+    return json.dumps(items)
+
+
+# Each row's thread, and each thread key's: (thread per row, {key: thread}). Threads are numbers
+# that mean nothing but "the same thread".
+Threads = tuple[list[int], dict[str, int]]
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A batch of emails as the writer takes it."""
+
+    rows: list[Row]  # the first email of each dedupe key in the batch, in input order
+    duplicates: int  # later copies of a dedupe key in the batch, dropped
+    threads: Threads  # threads(rows)
+
+
+def prepare_batch(emails: Iterable[Email]) -> PreparedBatch:
+    first: dict[str, Row] = {}
+    n = 0
+    for email in emails:
+        row = prepare(email)
+        first.setdefault(row[0], row)
+        n += 1
+    rows = list(first.values())
+    return PreparedBatch(rows, n - len(rows), threads(rows))
+
+
+def threads(rows: Sequence[Row]) -> Threads:
+    """Rows that share a thread key, directly or through other rows, are one thread (JWZ's id
+    table: the connected components of rows and keys).
+
+    A new thread takes the number of the row that starts it; when a row links two threads, the
+    keys of the smaller one are relabelled, so that no key moves more than log2(n) times.
+    """
+    thread_of: dict[str, int] = {}
+    members: dict[int, list[str]] = {}
+    for i, row in enumerate(rows):
+        keys = row[1]
+        found = {thread_of[k] for k in keys if k in thread_of}
+        if not found:
+            thread_of.update(dict.fromkeys(keys, i))
+            members[i] = list(keys)
+            continue
+        thread = found.pop() if len(found) == 1 else max(found, key=lambda t: len(members[t]))
+        for other in found - {thread}:
+            moved = members.pop(other)
+            thread_of.update(dict.fromkeys(moved, thread))
+            members[thread] += moved
+        new = [k for k in keys if k not in thread_of]
+        if new:
+            thread_of.update(dict.fromkeys(new, thread))
+            members[thread] += new
+    return [thread_of[row[1][0]] for row in rows], thread_of
+
+
+def without(batch: PreparedBatch, drop: set[str]) -> tuple[list[Row], Threads]:
+    """The batch's rows minus those whose dedupe key is in ``drop``, and their threads.
+
+    Only the threads that lost a row are grouped again (a dropped row may have been what linked
+    the others); the rest keep theirs, so this costs little when a few rows go.
+    """
+    row_threads, key_threads = batch.threads
+    hit = {t for row, t in zip(batch.rows, row_threads, strict=True) if row[0] in drop}
+    rows: list[Row] = []
+    kept_threads: list[int] = []
+    again: list[int] = []  # positions in rows of the rows whose thread lost one
+    for row, t in zip(batch.rows, row_threads, strict=True):
+        if row[0] in drop:
+            continue
+        if t in hit:
+            again.append(len(rows))
+        rows.append(row)
+        kept_threads.append(t)
+    if not hit:
+        return rows, (kept_threads, key_threads)
+    sub_rows, sub_keys = threads([rows[i] for i in again])
+    for i, t in zip(again, sub_rows, strict=True):
+        kept_threads[i] = -1 - t  # numbers no untouched thread has
+    keys = {k: t for k, t in key_threads.items() if t not in hit}
+    keys.update((k, -1 - t) for k, t in sub_keys.items())
+    return rows, (kept_threads, keys)
