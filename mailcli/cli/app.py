@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -372,4 +373,11 @@ _register_subcommands()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The command is done and the process about to exit. The interpreter's last act would be a
+        # full garbage collection over every object the imports made (redis-py, rq, typer): 40-60 ms
+        # of CPU (measured on `status --json`), for memory the OS takes back anyway. Freezing the
+        # heap makes that pass skip it. Nothing runs in this process after a command.
+        gc.freeze()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from typing import Annotated
@@ -66,11 +65,6 @@ def status(
             snap = reader.snapshot()
             _print(snap, fmt)
             unreachable = snap.redis_unreachable
-    # The command is done and the process about to exit. The interpreter's last act would be a full
-    # garbage collection over every object the imports made (redis-py, typer): 40-60 ms of CPU on a
-    # busy 2-core VM, a fifth of the whole command. Freezing the heap makes that pass skip it; what it
-    # would have reclaimed the OS reclaims anyway. Nothing runs in this process after a command.
-    gc.freeze()
     if unreachable:
         raise typer.Exit(EXIT_UNREACHABLE)
 

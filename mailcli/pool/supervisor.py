@@ -49,6 +49,7 @@ from mailcli.queue.jobs import (
 log = logging.getLogger("mailcli.pool")
 
 TICK = 0.2
+STOPPING_TICK = 0.05  # while workers exit
 CRASH_WINDOW = 10.0  # a worker that dies this soon after starting, having done nothing, is crashing
 MAX_BACKOFF = 60.0
 DEAD_POOL_AFTER = 5.0  # seconds without a heartbeat (published every tick) before a pool counts as gone
@@ -155,7 +156,12 @@ class Supervisor:
                 self._tick()
                 if self.stopping and not self.workers:
                     break
-                time.sleep(TICK)
+                if self.stopping:
+                    time.sleep(STOPPING_TICK)  # see each worker gone as soon as it is
+                elif self.cfg.burst:
+                    self._work_done.wait(TICK)  # the coordinator's "all done" wakes us at once
+                else:
+                    time.sleep(TICK)
         finally:
             self._finish()
         return self.exit_code
@@ -452,9 +458,11 @@ class Supervisor:
             except redis.RedisError:
                 return
         elif self._work_done.is_set():
-            self._idle_evidence += 1
+            # the coordinator's word is final: SQLite owes nothing and every result is in it
+            self._idle_evidence = 3
         else:
             self._idle_evidence = 0
+        # remote pools judge from Redis alone, which a job between two lists can fool for a moment
         if self._idle_evidence >= 3:
             log.warning("burst: all work done")
             self.begin_shutdown(self.cfg.timeout)
