@@ -50,6 +50,7 @@ log = logging.getLogger("mailcli.pool")
 
 TICK = 0.2
 STOPPING_TICK = 0.05  # while workers exit
+IDLE_RSS_HEADROOM = 1.25  # a --max-memory below an idle worker is raised to its RSS times this
 CRASH_WINDOW = 10.0  # a worker that dies this soon after starting, having done nothing, is crashing
 MAX_BACKOFF = 60.0
 DEAD_POOL_AFTER = 5.0  # seconds without a heartbeat (published every tick) before a pool counts as gone
@@ -128,6 +129,7 @@ class Supervisor:
         self._scheduler_locks_at = 0.0
         self._last_sweep = time.monotonic()
         self._redis_lost_at = -1e9  # when Redis last failed to answer the watch (heartbeats unknown then)
+        self._idle_limit_said = False  # --max-memory below an idle worker's RSS: said once
         self._to_recover: dict[str, str | None] = {}  # jobs of dead workers not requeued yet (Redis was away)
         home = settings.home.resolve()
         self.log_dir = home / "logs"
@@ -361,9 +363,13 @@ class Supervisor:
                     self.stop_worker(wp, "recycling", f"RSS {wp.rss / 2**20:.0f} MB over {self.cfg.max_memory_mb:.0f} MB")
 
     def _raise_limit_to_idle(self, rss: int) -> None:
+        """The limit becomes an idle worker's RSS plus a quarter (idle workers grow a little too);
+        said once as an error, later raises (a bigger idle worker) only in the debug log."""
         given = self.cfg.max_memory_mb
-        self.cfg.max_memory_mb = math.ceil(rss / 2**20)
-        log.error(
+        self.cfg.max_memory_mb = math.ceil(rss / 2**20 * IDLE_RSS_HEADROOM)
+        say = log.debug if self._idle_limit_said else log.error
+        self._idle_limit_said = True
+        say(
             "--max-memory %.0f MB is below what an idle worker takes (%.0f MB): using %.0f MB so that workers "
             "are not recycled for ever; give a limit above what a job needs on top of that",
             given, rss / 2**20, self.cfg.max_memory_mb,
