@@ -284,13 +284,15 @@ def test_pending_key_is_the_feeders():
 
 
 def test_queues_and_their_depths_are_the_queue_modules(conn):
-    # status keeps copies so that a snapshot without failed jobs never imports rq (mailcli.queue.jobs does)
-    from mailcli.queue import jobs
+    # status reads the names from mailcli.queue.names, which the pool's mailcli.queue.jobs re-exports:
+    # one definition, and a snapshot without failed jobs never imports rq (mailcli.queue.jobs does)
+    from mailcli.queue import jobs, names
     from mailcli.status import snapshot
 
-    assert (snapshot.QUEUES, snapshot.QUEUE_PREFIX, snapshot.RESULTS_STREAM) == (
-        jobs.QUEUES, jobs.QUEUE_PREFIX, jobs.RESULTS_STREAM,
-    )  # fmt: skip
+    assert (snapshot.PENDING_KEY, snapshot.RESULTS_STREAM) == (jobs.PENDING_KEY, jobs.RESULTS_STREAM)
+    assert snapshot.queue_name is names.queue_name is jobs.queue_name
+    assert snapshot.queue_depths is names.queue_depths is jobs.queue_depths
+    assert names.QUEUES is jobs.QUEUES
     assert [snapshot.queue_name(q) for q in jobs.QUEUES] == [jobs.queue_name(q) for q in jobs.QUEUES]
     for _ in range(2):
         queue_for(conn, "high").enqueue("json.loads", "[]")

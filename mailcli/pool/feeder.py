@@ -20,6 +20,7 @@ from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
 from mailcli.pool.state import read_workers
 from mailcli.queue.jobs import (
+    PENDING_KEY,
     PHASE1_QUEUE,
     PRIORITIES,
     QUEUES,
@@ -27,6 +28,7 @@ from mailcli.queue.jobs import (
     failed_jobs,
     group_into_jobs,
     job_id_for,
+    needs_llm,
     requeue_stranded,
 )
 from mailcli.store.db import Store, now_iso
@@ -36,12 +38,7 @@ log = logging.getLogger("mailcli.feeder")
 
 FEED_CHUNK = 1000  # conversations read from SQLite per round trip
 FAILED_SEEN = "mailcli:failed-seen"
-PENDING_KEY = "mailcli:pending"  # pending count, published for remote pools' autoscalers
 HELD_FRESH = 15.0  # seconds: a worker whose heartbeat is younger is alive
-
-
-def needs_llm(conv: dict[str, Any]) -> bool:
-    return int(conv.get("options", {}).get("max_phase", 3) or 3) >= 2
 
 
 def route(conv: dict[str, Any]) -> str:

@@ -69,7 +69,6 @@ class MailcliJob(PayloadJob):
         return None
 
 
-
 def rss_with_children(proc: psutil.Process) -> int:
     total = 0
     try:

@@ -3,12 +3,7 @@
 Everything here is a standard RQ citizen (queues `mailcli-phase1`, `mailcli-critical` … `mailcli-low`),
 so `rq info` and rq-dashboard see our queues, jobs and workers too.
 
-Queues, in the order workers listen:
-- `phase1`: jobs that need no LLM (conversations capped at phase 1, as `analyze --phase 1` caps them).
-  Milliseconds a conversation, so they go first (shortest job first) and are not routed by priority:
-  the priority is phase 1's own output, and computing it to route the job would run phase 1 twice.
-- `critical` > `high` > `medium` > `low`: jobs that may call the LLM, by the priority phase 1 gives
-  their conversation (forced by `ingest --priority`, or known from an earlier analysis).
+Queue names and depths live in mailcli.queue.names (no rq there, for `mailcli status`).
 """
 
 from __future__ import annotations
@@ -24,14 +19,21 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-PRIORITIES = ("critical", "high", "medium", "low")
-PHASE1_QUEUE = "phase1"  # jobs that need no LLM: see the module's docstring
-QUEUES = (PHASE1_QUEUE, *PRIORITIES)  # the order workers listen in
-QUEUE_PREFIX = "mailcli-"
+from mailcli.queue.names import (  # noqa: F401 - re-exported: the pool imports them from here
+    PENDING_KEY,
+    PHASE1_QUEUE,
+    PRIORITIES,
+    QUEUE_PREFIX,
+    QUEUES,
+    RESULTS_STREAM,
+    SINK_GROUP,
+    needs_llm,
+    queue_depths,
+    queue_name,
+)
+
 TASK = "mailcli.queue.tasks.analyze_job"
 PROBE_TASK = "mailcli.queue.tasks.probe"
-RESULTS_STREAM = "mailcli:results"
-SINK_GROUP = "sink"
 
 # A job's emails: small conversations of one priority share a job so RQ's per-job cost (~4 ms
 # in-process) stays a small fraction of the work; a large conversation has a job of its own.
@@ -74,10 +76,6 @@ class PayloadJob(Job):
         return obj
 
 
-def queue_name(priority: str) -> str:
-    return QUEUE_PREFIX + priority
-
-
 def queues(conn: redis.Redis) -> list[Queue]:
     return [Queue(queue_name(p), connection=conn, serializer=JSONSerializer) for p in QUEUES]
 
@@ -105,8 +103,7 @@ def group_into_jobs(
     so they share larger jobs; any that may owe LLM work keep jobs small enough to spread.
     """
     if max_emails is None:
-        rules_only = all(int(c.get("options", {}).get("max_phase", 3)) == 1 for c in conversations)
-        max_emails = PHASE1_JOB_MAX_EMAILS if rules_only else JOB_MAX_EMAILS
+        max_emails = JOB_MAX_EMAILS if any(needs_llm(c) for c in conversations) else PHASE1_JOB_MAX_EMAILS
     max_convs = max(JOB_MAX_CONVERSATIONS, max_emails)
     jobs: list[list[dict[str, Any]]] = []
     current: list[dict[str, Any]] = []
@@ -234,22 +231,6 @@ def fail_started(conn: redis.Redis, job_id: str, reason: str) -> bool:
         record_job_failure(job, reason, pipe)
         pipe.execute()
     return True
-
-
-def queue_depths(conn: redis.Redis) -> dict[str, dict[str, int]]:
-    out = {}
-    with conn.pipeline(transaction=False) as pipe:
-        for p in QUEUES:
-            name = queue_name(p)
-            pipe.llen(f"rq:queue:{name}")
-            pipe.zcard(f"rq:wip:{name}")
-            pipe.zcard(f"rq:failed:{name}")
-            pipe.zcard(f"rq:scheduled:{name}")
-        values = pipe.execute()
-    for i, p in enumerate(QUEUES):
-        queued, started, failed, scheduled = values[i * 4 : i * 4 + 4]
-        out[p] = {"queued": queued, "started": started, "failed": failed, "retrying": scheduled}
-    return out
 
 
 def failed_jobs(conn: redis.Redis, limit: int = 100) -> list[Job]:

@@ -14,7 +14,7 @@ from typing import Any
 from rq import get_current_job
 
 from mailcli.analysis.pipeline import analyze_batch
-from mailcli.queue.jobs import RESULTS_STREAM
+from mailcli.queue.jobs import RESULTS_STREAM, needs_llm
 
 log = logging.getLogger("mailcli.tasks")
 
@@ -68,7 +68,7 @@ def analyze_job(payload: dict[str, Any]) -> dict[str, Any]:
     job_id = job.id if job is not None else None
     conversations = payload.get("conversations", [])
     # the conversations of a job may carry different --phase caps: one that may owe an LLM phase decides
-    wants_llm = [c.get("options", {}) for c in conversations if int(c.get("options", {}).get("max_phase", 3) or 3) >= 2]
+    wants_llm = [c.get("options", {}) for c in conversations if needs_llm(c)]
     llm = _llm_for(wants_llm[0]) if wants_llm else None
     emails = calls = 0
     statuses: dict[str, int] = {}

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailcli.config import Settings
 from mailcli.llm.hosts import parse_hosts
+from mailcli.queue.names import PENDING_KEY, RESULTS_STREAM, queue_depths, queue_name  # no rq
 
 # Imported where they are used, not here: redis-py (~100-125 ms of imports, which the SQLite read
 # overlaps), rq (only to read failed jobs), http.client (the Ollama probe, mailcli.status.probe).
@@ -47,15 +48,6 @@ SPARK_CHARS = "▁▂▃▄▅▆▇█"
 # ledger outcomes of an attempt that got no usable HTTP answer (mailcli.analysis.llm_phases); the
 # others (ok, invalid, repair, fallback) are answers, whose duration is the latency
 FAILED_OUTCOMES = ("retry", "error")
-# mailcli.pool.feeder.PENDING_KEY (a test guards the copy): importing the feeder would pull the whole
-# analysis package into every `status` call
-PENDING_KEY = "mailcli:pending"
-# mailcli.queue.jobs' queues (in the order workers listen) and names, copied for the same reason (a test
-# guards the copies): importing that module imports rq, 15-30 ms of every `status` call, when status
-# needs rq only to show failed jobs
-QUEUES = ("phase1", "critical", "high", "medium", "low")
-QUEUE_PREFIX = "mailcli-"
-RESULTS_STREAM = "mailcli:results"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -824,25 +816,6 @@ class StatusReader:
         return OllamaInfo(hosts=hosts, fallbacks={k: int(v) for k, v in fallbacks.items()})
 
 
-def queue_name(queue: str) -> str:
-    return QUEUE_PREFIX + queue
-
-
-def queue_depths(conn: Any) -> dict[str, dict[str, int]]:
-    """mailcli.queue.jobs.queue_depths: per queue, the jobs queued, started, failed and retrying."""
-    with conn.pipeline(transaction=False) as pipe:
-        for q in QUEUES:
-            name = queue_name(q)
-            pipe.llen(f"rq:queue:{name}")
-            pipe.zcard(f"rq:wip:{name}")
-            pipe.zcard(f"rq:failed:{name}")
-            pipe.zcard(f"rq:scheduled:{name}")
-        values = pipe.execute()
-    out = {}
-    for i, q in enumerate(QUEUES):
-        queued, started, failed, scheduled = values[i * 4 : i * 4 + 4]
-        out[q] = {"queued": queued, "started": started, "failed": failed, "retrying": scheduled}
-    return out
 
 
 def _text(v: Any) -> str:
