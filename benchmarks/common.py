@@ -308,7 +308,7 @@ def ingested(n: int) -> Path:
 def mark_phase1_only(db: Path) -> int:
     """What `mailcli analyze --phase 1` marks (without enqueueing): every conversation owes phase 1 only."""
     from mailcli.store.db import Store
-    from mailcli.store.jobs import mark_for_analysis
+    from mailcli.store.lifecycle import mark_for_analysis
 
     with Store.open(db) as store:
         return mark_for_analysis(store, max_phase=1)

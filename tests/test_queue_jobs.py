@@ -50,7 +50,7 @@ def test_jobs_that_need_no_llm_skip_the_priority_routing(home, monkeypatch):
 
     assert QUEUES[0] == PHASE1_QUEUE
     ingest(home)
-    from mailcli.store.jobs import mark_for_analysis
+    from mailcli.store.lifecycle import mark_for_analysis
 
     with home.store() as store:
         mark_for_analysis(store, max_phase=1)
@@ -79,7 +79,8 @@ def test_jobs_that_need_no_llm_skip_the_priority_routing(home, monkeypatch):
 @pytest.mark.parametrize("serialized", [False, True])
 def test_phase1_arrives_as_text_or_object_and_is_stored_the_same(home, serialized):
     from mailcli.analysis.pipeline import analyze_batch
-    from mailcli.store.jobs import apply_results, conversation_payloads, mark_for_analysis, pending_ids
+    from mailcli.store.jobs import apply_results, conversation_payloads, pending_ids
+    from mailcli.store.lifecycle import mark_for_analysis
 
     ingest(home)
     with home.store() as store:

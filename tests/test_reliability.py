@@ -299,7 +299,7 @@ def test_embedded_redis_stopped_again_and_again_in_a_long_run(home, ollama):
 def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_put_back(home):
     """RQ pops from several queues with BLPOP, which keeps no copy: a worker killed right after the pop
     leaves its job in no list at all, and (without this) a burst run would wait for it for ever."""
-    from mailcli.pool.feeder import reconcile
+    from mailcli.pool.feeder import STRANDED_AFTER, Reconciler
     from mailcli.queue.jobs import recover_job
 
     make_export(home, 90, seed=4)
@@ -313,10 +313,20 @@ def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_put_back(home)
     first = conn.lpop(key).decode()
     assert recover_job(conn, first) == "requeued"
     assert conn.lindex(key, 0).decode() == first
-    # one nobody knew about (killed between the pop and saying so): found by the coordinator's reconcile
+    # one nobody knew about (killed between the pop and saying so): found by the coordinator's
+    # reconciler, once it has stayed popped and unstarted for STRANDED_AFTER seconds (a live worker
+    # starts a popped job within milliseconds: seen once, it may be one that is starting)
     second = conn.lpop(key).decode()
+    now = [1000.0]
+    reconciler = Reconciler(clock=lambda: now[0])
     with home.store() as store:
-        reconcile(store, conn)
+        reconciler.run(store, conn)
+        assert conn.lpos(key, second) is None
+        now[0] += STRANDED_AFTER - 1
+        reconciler.run(store, conn)
+        assert conn.lpos(key, second) is None
+        now[0] += 1
+        reconciler.run(store, conn)
     assert conn.lpos(key, second) is not None
     assert sum(d["queued"] for d in queue_depths(conn).values()) == sum(d["queued"] for d in depths.values())
     # a job still waiting is left where it is
@@ -438,9 +448,19 @@ def kill_supervisor(p: Pool, conn: redis.Redis) -> None:
     import psutil
 
     orphans = [int(w["pid"]) for w in live_workers(conn) if w.get("pool")]
-    # freeze it first, so results pile up in Redis that its sink has not written to SQLite
-    os.kill(p.pid, signal.SIGSTOP)
-    wait_for(lambda: conn.xlen(RESULTS_STREAM) > 0, timeout=30, what="results waiting in Redis")
+    # freeze it first, so results pile up in Redis that its sink has not written to SQLite. The
+    # workers may have just finished everything the feeder had handed out (then nothing comes while
+    # it is frozen): thaw it and try again until a frozen moment catches results in flight.
+    for _ in range(20):
+        os.kill(p.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: conn.xlen(RESULTS_STREAM) > 0, timeout=5, what="results waiting in Redis")
+            break
+        except AssertionError:
+            os.kill(p.pid, signal.SIGCONT)
+            wait_for(lambda: live_workers(conn, "busy"), timeout=30, what="a worker busy again")
+    else:
+        raise AssertionError("no results ever waited in Redis while the supervisor was frozen")
     os.kill(p.pid, signal.SIGKILL)
     p.proc.wait(10)
 

@@ -231,7 +231,7 @@ def analyze(
     --reanalyze is given.
     """
     from mailcli.analysis.llm_phases import key_prefixes
-    from mailcli.store.jobs import mark_for_analysis
+    from mailcli.store.lifecycle import mark_for_analysis
 
     cfg = settings()
     max_phase = phase or 3
@@ -240,11 +240,12 @@ def analyze(
             "SELECT 1 FROM conversations WHERE id = ?", (conversation,)
         ).fetchone():
             raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+        if inline:
+            # inline takes back what ingest handed to the queues and no worker has started
+            _take_back_queued(cfg, store)
         marked = mark_for_analysis(
             store,
             conversation_id=conversation,
-            # inline takes what ingest handed to the queues too: no worker may ever come for it
-            statuses=("pending", "queued", "partial", "failed") if inline else ("pending", "partial", "failed"),
             reanalyze=reanalyze,
             all_phases=all_phases,
             max_phase=max_phase,
@@ -269,6 +270,22 @@ def analyze(
         print(json.dumps({"pending": marked, "note": note}))
     else:
         console.print(f"{marked} conversations pending; {note}", highlight=False)
+
+
+def _take_back_queued(cfg, store) -> None:
+    from mailcli.pool.feeder import take_back_queued
+    from mailcli.queue.redis_server import RedisUnavailable, connect
+
+    if not store.conn.execute("SELECT 1 FROM conversations WHERE status = 'queued' LIMIT 1").fetchone():
+        return
+    try:
+        conn = connect(cfg)
+    except RedisUnavailable as exc:
+        err_console.print(
+            f"[yellow]{exc}: conversations queued for workers stay theirs; `mailcli workers start` runs them[/]"
+        )
+        conn = None
+    take_back_queued(store, conn)
 
 
 def _inline_llm(cfg, phase: int | None):

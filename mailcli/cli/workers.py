@@ -150,20 +150,15 @@ def failed(
             }
         )
     if requeue:
-        from mailcli.store.db import Store, now_iso
+        from mailcli.store.db import Store
+        from mailcli.store.lifecycle import requeued
 
         store = Store.open(cfg.db) if not cfg.redis_url or cfg.db.exists() else None
         for job in jobs:
             job.requeue()
             conn.srem(FAILED_SEEN, job.id)
             if store is not None:
-                convs = (job.meta or {}).get("conversations", [])
-                with store.conn:
-                    store.conn.executemany(
-                        "UPDATE conversations SET status = 'queued', job_id = ?, error = NULL, updated_at = ?"
-                        " WHERE id = ?",
-                        [(job.id, now_iso(), c) for c in convs],
-                    )
+                requeued(store, job.id, (job.meta or {}).get("conversations", []))
         if store is not None:
             store.close()
     if json_out:

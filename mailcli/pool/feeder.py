@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from mailcli.analysis.phase1 import priority_of
 from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
-from mailcli.pool.state import read_workers
 from mailcli.queue.jobs import (
     PENDING_KEY,
     PHASE1_QUEUE,
@@ -27,18 +28,21 @@ from mailcli.queue.jobs import (
     enqueue_conversations,
     failed_jobs,
     group_into_jobs,
+    is_popped,
     job_id_for,
     needs_llm,
     requeue_stranded,
+    take_unstarted,
 )
-from mailcli.store.db import Store, now_iso
-from mailcli.store.jobs import conversation_payloads, mark_failed, pending_ids
+from mailcli.store import lifecycle
+from mailcli.store.db import Store
+from mailcli.store.jobs import conversation_payloads
+from mailcli.store.lifecycle import Claim, claim_pending
 
 log = logging.getLogger("mailcli.feeder")
 
 FEED_CHUNK = 1000  # conversations read from SQLite per round trip
 FAILED_SEEN = "mailcli:failed-seen"
-HELD_FRESH = 15.0  # seconds: a worker whose heartbeat is younger is alive
 
 
 def route(conv: dict[str, Any]) -> str:
@@ -59,40 +63,39 @@ def in_flight(store: Store) -> int:
     return store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'queued'").fetchone()[0]
 
 
+def plan_jobs(payloads: list[dict[str, Any]]) -> list[Claim]:
+    """Route conversations to queues and pack each queue's into jobs: (job id, queue, conversations)."""
+    by_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for conv in payloads:
+        by_queue[route(conv)].append(conv)
+    return [
+        (job_id_for(group), queue, group) for queue in QUEUES for group in group_into_jobs(by_queue.get(queue, []))
+    ]
+
+
 def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int | None = None) -> int:
-    """Enqueue pending conversations until `window` are in Redis. Returns jobs enqueued."""
+    """Claim pending conversations and enqueue their jobs until `window` are in Redis. Returns jobs enqueued.
+
+    Each round claims conversations and enqueues their jobs in one SQLite transaction (the
+    enqueue runs before the commit): a conversation revision is in one job only, however many
+    feeders run (two pools, an ingest beside a pool), and no claim is ever seen without its job.
+    """
     window = window or settings.window
     room = window - in_flight(store)
     jobs = 0
+
+    def enqueue(claims: list[Claim]) -> None:
+        nonlocal jobs
+        for _, queue, group in claims:
+            jobs += enqueue_conversations(conn, queue, group) is not None
+
     while room > 0:
-        ids = pending_ids(store, min(room, FEED_CHUNK))
-        if not ids:
+        claims = claim_pending(
+            store, min(room, FEED_CHUNK), lambda ids: conversation_payloads(store, ids, settings), plan_jobs, enqueue
+        )
+        if not claims:
             break
-        payloads = conversation_payloads(store, ids, settings)
-        by_priority: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for conv in payloads:
-            by_priority[route(conv)].append(conv)
-        updates = []
-        for queue in QUEUES:
-            for group in group_into_jobs(by_priority.get(queue, [])):
-                job = enqueue_conversations(conn, queue, group)
-                job_id = job.id if job is not None else job_id_for(group)
-                jobs += job is not None
-                # the priority a job was routed by sticks (`ingest --priority` sets it up front)
-                routed = queue if queue in PRIORITIES else None
-                updates.extend((job_id, routed, c["conversation_id"]) for c in group)
-        ts = now_iso()
-        with store.conn:
-            store.conn.executemany(
-                "UPDATE conversations SET status = 'queued', job_id = ?, queue_priority = coalesce(queue_priority, ?),"
-                f" queued_at = '{ts}', updated_at = '{ts}' WHERE id = ? AND status = 'pending'",
-                updates,
-            )
-        # merged-away ids vanish from payloads; never loop on them
-        gone = set(ids) - {c["conversation_id"] for c in payloads}
-        if gone:
-            break
-        room -= len(ids)
+        room -= sum(len(group) for _, _, group in claims)
     try:
         conn.set(PENDING_KEY, pending_count(store))
     except redis.RedisError:
@@ -112,51 +115,79 @@ def mark_failed_jobs(store: Store, conn: redis.Redis) -> int:
             continue
         convs = (job.meta or {}).get("conversations", [])
         reason = (job.latest_result().exc_string if job.latest_result() else "") or "job failed"
-        mark_failed(store, convs, reason.strip().splitlines()[-1] if reason.strip() else "job failed")
+        reason = reason.strip().splitlines()[-1] if reason.strip() else "job failed"
+        lifecycle.mark_failed(store, convs, reason, job_id=job.id)
         conn.sadd(FAILED_SEEN, job.id)
         n += 1
     return n
 
 
-def reconcile(store: Store, conn: redis.Redis) -> int:
-    """Conversations SQLite thinks are queued but whose job Redis no longer has go back to pending.
+STRANDED_AFTER = 10.0  # seconds a popped-but-unstarted job must stay so before it is called stranded
 
-    Happens when an external Redis without persistence restarts. Call only when the results
-    stream is drained, so a finished job's results are already in SQLite.
+
+class Reconciler:
+    """Finds work SQLite holds as `queued` that Redis no longer has, and gives it back.
+
+    That happens when a Redis without persistence restarts, or when a worker dies between popping a
+    job and starting it. Neither may be mistaken for the normal life of a job, which a running
+    pool's workers move along meanwhile:
+
+    - a finished job is not lost: its results are in the stream, and the sink applies them;
+    - a missing job is released only after ``drain`` (the sink) has applied every result already
+      in the stream, and only where it still holds its conversations (a guarded UPDATE);
+    - a queued job in none of its queue's lists (popped) is requeued only when it is still so
+      STRANDED_AFTER seconds later: a live worker marks a popped job started within milliseconds.
+    - an `analyze --inline` claim is released only when its process is gone.
     """
-    rows = store.conn.execute(
-        "SELECT DISTINCT job_id FROM conversations WHERE status = 'queued' AND job_id IS NOT NULL"
-    ).fetchall()
-    if not rows:
-        return 0
-    # a job a live worker has just popped is in no list for a moment: it is not stranded
-    held = {
-        w.get("job_id")
-        for w in read_workers(conn)
-        if w.get("state") == "busy" and time.time() - float(w.get("heartbeat") or 0) < HELD_FRESH
-    }
-    lost = []
-    for (job_id,) in rows:
-        try:
-            job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._popped: dict[str, float] = {}  # job id -> when it was first seen popped and not started
+
+    def run(self, store: Store, conn: redis.Redis, drain: Callable[[], object] | None = None) -> int:
+        lost: list[str] = []
+        popped_now: set[str] = set()
+        for job_id in lifecycle.queued_jobs(store):
+            if job_id.startswith(lifecycle.INLINE_PREFIX):
+                if not lifecycle.inline_claim_alive(job_id):
+                    lost.append(job_id)
+                continue
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+            except NoSuchJobError:
+                lost.append(job_id)
+                continue
             status = job.get_status(refresh=False)
-        except redis.RedisError:
-            raise  # Redis away is not Redis lost
-        except Exception:
-            lost.append(job_id)
-            continue
-        if status in (JobStatus.FINISHED, JobStatus.CANCELED, JobStatus.STOPPED) or status is None:
-            lost.append(job_id)
-        elif status == JobStatus.QUEUED and job_id not in held and requeue_stranded(conn, job):
-            log.warning("requeued job %s: popped by a worker that died before starting it", job_id)
-    if not lost:
-        return 0
-    ts = now_iso()
-    with store.conn:
-        cur = store.conn.executemany(
-            "UPDATE conversations SET status = 'pending', job_id = NULL, updated_at = ? WHERE job_id = ?"
-            " AND status = 'queued'",
-            [(ts, j) for j in lost],
-        )
-    log.warning("requeued %d conversations whose jobs Redis lost", cur.rowcount)
-    return cur.rowcount
+            if status in (JobStatus.CANCELED, JobStatus.STOPPED) or status is None:
+                lost.append(job_id)
+            elif status == JobStatus.QUEUED and is_popped(conn, job):
+                popped_now.add(job_id)
+                first = self._popped.setdefault(job_id, self.clock())
+                if self.clock() - first >= STRANDED_AFTER and requeue_stranded(conn, job):
+                    log.warning("requeued job %s: popped by a worker that died before starting it", job_id)
+                    popped_now.discard(job_id)
+        self._popped = {j: t for j, t in self._popped.items() if j in popped_now}
+        if not lost:
+            return 0
+        if drain is not None:
+            drain()  # results already in the stream land first; the release below then skips them
+        n = lifecycle.release(store, lost)
+        if n:
+            log.warning("requeued %d conversations whose jobs Redis lost", n)
+        return n
+
+
+def take_back_queued(store: Store, conn: redis.Redis | None) -> int:
+    """`analyze --inline`: conversations handed to the queues whose jobs no worker has started come
+    back to this process (pending again). A job is taken from its Redis queue atomically against
+    the workers' pops, so a conversation is never analysed both here and by a worker; one a worker
+    already has is left to it. With no Redis to ask (``conn`` None), only claims whose holder is
+    known to be gone come back."""
+    taken: list[str] = []
+    for job_id in lifecycle.queued_jobs(store):
+        if job_id.startswith(lifecycle.INLINE_PREFIX):
+            if not lifecycle.inline_claim_alive(job_id):
+                taken.append(job_id)
+        elif conn is not None and take_unstarted(conn, job_id) is not False:
+            taken.append(job_id)
+    return lifecycle.release(store, taken)

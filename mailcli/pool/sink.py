@@ -106,7 +106,7 @@ class Sink:
         by_job: dict[str, list] = {}
         for job, result in results:
             by_job.setdefault(job.decode() if isinstance(job, bytes) else job, []).append(result)
-        with self.store.conn:  # one transaction for the batch; rolled back (and not acked) on error
+        with self.store.write():  # one transaction for the batch; rolled back (and not acked) on error
             for job_id, rs in by_job.items():
                 apply_results(self.store, rs, job_id=job_id or None, commit=False)
 

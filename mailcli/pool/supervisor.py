@@ -622,17 +622,20 @@ class Supervisor:
     # -- the coordinator thread: feeder and sink -------------------------------------------
 
     def _coordinate(self) -> None:
-        from mailcli.pool.feeder import feed_once, mark_failed_jobs, pending_count, reconcile
+        from mailcli.pool.feeder import Reconciler, feed_once, mark_failed_jobs, pending_count
         from mailcli.pool.sink import Sink
-        from mailcli.queue.redis_server import EmbeddedRedis, RedisUnavailable, connect
+        from mailcli.queue.redis_server import EmbeddedRedis, RedisUnavailable, connect, describe
         from mailcli.store.db import Store
 
         store = Store.open(self.settings.db)
         conn = connect(self.settings)
         sink = Sink(store, conn)
+        self._reconciler = Reconciler()
+        embedded = None if self.settings.redis_url else EmbeddedRedis(self.settings.redis_dir)
         last_feed = last_failed = last_heal = 0.0
         reconciled = False
         db_error_since: float | None = None
+        redis_down_since: float | None = None
         try:
             while True:
                 stop = self._coordinator_stop.is_set()
@@ -642,13 +645,18 @@ class Supervisor:
                     if self._feeding.is_set() and now - last_feed > 0.3:
                         if not reconciled and sink.pending() == 0:
                             # jobs an earlier run left in SQLite as queued but Redis no longer has
-                            reconcile(store, conn)
+                            self._reconciler.run(store, conn, drain=lambda: _drain_all(sink))
                             reconciled = True
                         feed_once(store, conn, self.settings, self.cfg.window)
                         last_feed = now
                     if now - last_failed > 2:
                         mark_failed_jobs(store, conn)
                         last_failed = now
+                        if embedded is not None and embedded.socket_lost() is not None:
+                            # connections made before still work, new ones fail: restart it now
+                            # rather than let workers fail one by one
+                            embedded.ensure()
+                            raise redis.ConnectionError("the embedded Redis was restarted on a new socket")
                     self._pending_remote = pending_count(store)
                     if self.cfg.burst and applied == 0:
                         self._work_done.set() if self._all_done(store, conn, sink) else self._work_done.clear()
@@ -657,13 +665,26 @@ class Supervisor:
                         # is found once Redis has nothing left to do, and requeued from SQLite
                         self._all_done(store, conn, sink)
                         last_heal = now
+                    if redis_down_since is not None:
+                        log.warning("Redis answers again after %.0f s; the pool resumes", now - redis_down_since)
+                        redis_down_since = None
                     if db_error_since is not None and applied:
                         log.warning("the database is writable again; results flow from Redis to SQLite")
                         db_error_since = None
                     if stop and applied == 0:
                         break
                 except redis.RedisError as exc:
-                    log.warning("redis unavailable (%s); retrying", exc)
+                    if redis_down_since is None:
+                        # one line per outage, naming the server and the fix; quiet retries after it
+                        log.error(
+                            "Redis (%s) is unreachable: %s; %s. The pool waits and resumes when it answers",
+                            describe(self.settings), exc,
+                            "start it again or fix REDIS_URL" if self.settings.redis_url
+                            else "restarting the embedded server",
+                        )  # fmt: skip
+                        redis_down_since = time.monotonic()
+                    else:
+                        log.debug("redis still unavailable (%s); retrying", exc)
                     time.sleep(0.5)
                     if not self.settings.redis_url:
                         # the embedded server is this host's to keep: one that crashed or was stopped
@@ -693,7 +714,7 @@ class Supervisor:
             store.close()
 
     def _all_done(self, store, conn, sink) -> bool:
-        from mailcli.pool.feeder import mark_failed_jobs, reconcile
+        from mailcli.pool.feeder import mark_failed_jobs
 
         owed = store.conn.execute(
             "SELECT count(*) FROM conversations WHERE status IN ('pending', 'queued')"
@@ -705,8 +726,16 @@ class Supervisor:
             return False
         # nothing in Redis yet SQLite still owes: failed jobs to mark, or jobs Redis lost
         mark_failed_jobs(store, conn)
-        reconcile(store, conn)
+        self._reconciler.run(store, conn, drain=lambda: _drain_all(sink))
         return False
+
+
+def _drain_all(sink) -> None:
+    """Apply every result already in the stream (the reconciler's step before it releases work).
+    The first call may only finish the backlog of unacknowledged entries, hence two rounds."""
+    for _ in range(2):
+        while sink.drain():
+            pass
 
 
 def _alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -130,15 +131,19 @@ def enqueue_conversations(conn: redis.Redis, priority: str, conversations: list[
     q = queue_for(conn, priority)
     try:
         existing = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+    except NoSuchJobError:
+        existing = None
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):  # an unreadable leftover under our id
+        conn.delete(Job.key_for(job_id))
+        existing = None
+    if existing is not None:
         status = existing.get_status(refresh=False)
-        if status == JobStatus.QUEUED:
-            requeue_stranded(conn, existing)  # waiting already, or popped by a worker that died
-            return None
-        if status in (JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        # waiting, popped by a live worker, running: that very job will answer. (One popped by a
+        # worker that died is the supervisor's or the reconciler's to requeue, not a feeder's: a
+        # feeder cannot tell it from one a live worker is starting.)
+        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             return None
         existing.delete()
-    except Exception:  # NoSuchJobError, or an unreadable leftover
-        pass
     n_emails = sum(len(c["emails"]) for c in conversations)
     return q.enqueue(
         TASK,
@@ -180,6 +185,30 @@ def requeue_started(conn: redis.Redis, job_id: str) -> bool:
     return True
 
 
+def is_popped(conn: redis.Redis, job: Job) -> bool:
+    """A queued job in none of its queue's lists: a worker popped it (and is starting it, or died)."""
+    q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
+    return conn.lpos(q.key, job.id) is None and conn.lpos(q.intermediate_queue_key, job.id) is None
+
+
+def take_unstarted(conn: redis.Redis, job_id: str) -> bool | None:
+    """Take a job back from Redis before any worker starts it: True when it was still waiting in
+    its queue (now removed from it and deleted, atomically against workers' pops), False when a
+    worker has it, None when Redis has no such job."""
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+    status = job.get_status(refresh=False)
+    if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
+        return None
+    q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
+    if status != JobStatus.QUEUED or not conn.lrem(q.key, 0, job.id):  # LREM is the compare-and-set
+        return False
+    job.delete(remove_from_queue=False)
+    return True
+
+
 def requeue_stranded(conn: redis.Redis, job: Job) -> bool:
     """A queued job that is in none of its queue's lists goes back to the front; True when it was stranded.
 
@@ -191,6 +220,8 @@ def requeue_stranded(conn: redis.Redis, job: Job) -> bool:
     conn.lrem(q.intermediate_queue_key, 0, job.id)
     if conn.lpos(q.key, job.id) is not None:
         return False
+    if job.get_status(refresh=True) != JobStatus.QUEUED:
+        return False  # started meanwhile: a live worker had it
     registry = StartedJobRegistry(job.origin, connection=conn, serializer=JSONSerializer)
     with conn.pipeline() as pipe:
         registry.remove_executions(job, pipeline=pipe)

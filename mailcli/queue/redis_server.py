@@ -332,6 +332,8 @@ class EmbeddedRedis:
             if self._answers():
                 return str(self.socket_path)
             pid = self._live_server_pid()
+            if pid is not None and not self.socket_path.exists() and self._socket_lost(pid):
+                pid = None
             if pid is not None:
                 # a server of this directory exists but does not answer yet (starting, loading the AOF)
                 self._wait_ready(pid, started=False)
@@ -339,6 +341,32 @@ class EmbeddedRedis:
             self._clean_stale()
             self._start()
         return str(self.socket_path)
+
+    def socket_lost(self) -> int | None:
+        """The pid of a server of this directory that runs without its socket file (deleted or
+        renamed, by a /tmp cleaner say): nobody can connect to it again. None otherwise."""
+        if self.socket_path.exists():
+            return None
+        pid = self._pid_from_file()  # no pidfile: no server (its scan is for ensure(), not this check)
+        return pid if pid is not None and self._is_our_server(pid) else None
+
+    def _socket_lost(self, pid: int) -> bool:
+        """A live server whose socket file is gone: stop it (SIGTERM: it writes its append-only file
+        and exits) so that a new one can serve the same data on a new socket. True when it is gone."""
+        time.sleep(0.2)  # a server just started has its pidfile before its socket: look twice
+        if self.socket_path.exists():
+            return False
+        log.error(
+            "the embedded Redis socket %s was removed while its server (pid %d) ran (a /tmp cleaner?);"
+            " restarting the server from its append-only file on a new socket", self.socket_path, pid,
+        )  # fmt: skip
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, STOP_TIMEOUT):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, 5.0)
+        return True
 
     def is_running(self) -> bool:
         """True when the server answers on its socket (a server loading its AOF counts as running)."""

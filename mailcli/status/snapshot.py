@@ -687,6 +687,14 @@ class StatusReader:
         self._conn = connect(self.settings, socket_timeout=REDIS_SOCKET_TIMEOUT)
         return self._conn
 
+    def _embedded_socket_lost(self) -> int | None:
+        from mailcli.queue.redis_server import EmbeddedRedis
+
+        try:
+            return EmbeddedRedis(self.settings.redis_dir).socket_lost()
+        except Exception:  # psutil's scan failing must not fail status
+            return None
+
     def _read_redis(self, now: float, notes: list[str]):
         import redis
 
@@ -697,6 +705,14 @@ class StatusReader:
         try:
             conn = self._connect_redis()
             if conn is None:
+                lost = self._embedded_socket_lost()
+                if lost is not None:
+                    error = (
+                        f"the embedded Redis (pid {lost}) runs but its socket {where.split(' at ', 1)[-1]} was"
+                        " removed: nothing can reach it; a running pool restarts it within seconds, else"
+                        " `mailcli workers start` (or any command that needs Redis) does"
+                    )
+                    return RedisInfo(where, "unreachable", error), [], [], unknown, []
                 notes.append("the embedded Redis is not running: no pool on this host and nothing in memory")
                 return RedisInfo(where, "not running"), [], [], unknown, []
             version, memory, *rest = self._read_redis_state(conn, now)

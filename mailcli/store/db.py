@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +26,12 @@ def now_iso() -> str:
 
 
 def make_private_dir(path: Path) -> None:
-    """Create `path` (and missing parents we create) readable by the owner only: these are people's emails."""
+    """Create `path` (and missing parents we create) readable by the owner only: these are people's emails.
+
+    An existing directory loses its group and other bits (other users must not read the database)
+    but never gains one: a directory its owner made read-only stays read-only, and writing into it
+    fails with a line that says so.
+    """
     missing = []
     p = path
     while not p.exists():
@@ -33,25 +40,56 @@ def make_private_dir(path: Path) -> None:
     for d in reversed(missing):
         d.mkdir(mode=0o700, exist_ok=True)
         os.chmod(d, 0o700)
-    if path in missing or path.exists():
-        # an existing data dir is tightened too; other users must not read the database
-        try:
-            os.chmod(path, 0o700)
-        except PermissionError:
-            pass
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taken with BEGIN IMMEDIATE: the write lock is held from the first
+    statement, so every read inside it sees the state the writes are based on (a deferred
+    transaction would read first and only then wait for the lock, deciding on stale data).
+
+    Nested use joins the outer transaction. Commits on success, rolls back on any exception.
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    conn.execute("COMMIT")
 
 
 def connect(db_path: Path, *, readonly: bool = False, timeout: float = 30.0) -> sqlite3.Connection:
-    """A connection with the pragmas every mailcli process uses. Readers never block the writer (WAL)."""
+    """A connection with the pragmas every mailcli process uses. Readers never block the writer (WAL).
+
+    The connection is in autocommit mode (``isolation_level=None``): a statement outside
+    :func:`write_transaction` commits on its own, and a transaction starts only where the code
+    says BEGIN IMMEDIATE, never implicitly at some first write.
+    """
     if readonly:
         if not db_path.exists():
             raise StoreError(f"no database at {db_path}: run `mailcli ingest FILE` first")
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
+        conn = _connect_readonly(db_path, timeout)
     else:
         make_private_dir(db_path.parent)
+        if not os.access(db_path.parent, os.W_OK) or (db_path.exists() and not os.access(db_path, os.W_OK)):
+            raise StoreError(
+                f"cannot write {db_path}: the data directory is read-only; make it writable"
+                f" (chmod u+w {db_path.parent}) or point MAILCLI_HOME at a writable one"
+            )
         old_umask = os.umask(0o077)
         try:
-            conn = sqlite3.connect(db_path, timeout=timeout, check_same_thread=False)
+            conn = sqlite3.connect(db_path, timeout=timeout, check_same_thread=False, isolation_level=None)
         finally:
             os.umask(old_umask)
         try:
@@ -64,6 +102,26 @@ def connect(db_path: Path, *, readonly: bool = False, timeout: float = 30.0) -> 
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-32768")  # 32 MB: bounded whatever the export's size
     return conn
+
+
+def _connect_readonly(db_path: Path, timeout: float) -> sqlite3.Connection:
+    """A read-only connection. In a directory this user cannot write (its owner made it read-only,
+    a read-only mount), SQLite cannot create the WAL's shared-memory file that readers use, so the
+    file is opened as immutable instead: no locks, no WAL, which is right where nobody can write."""
+    conn = sqlite3.connect(
+        f"file:{db_path}?mode=ro", uri=True, timeout=timeout, check_same_thread=False, isolation_level=None
+    )
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(db_path.parent, os.W_OK):
+            raise
+    return sqlite3.connect(
+        f"file:{db_path}?mode=ro&immutable=1", uri=True, timeout=timeout, check_same_thread=False,
+        isolation_level=None,
+    )  # fmt: skip
 
 
 class Store:
@@ -86,18 +144,37 @@ class Store:
         try:
             conn = connect(db_path, readonly=readonly)
             if readonly:
+                # an older schema is brought up to date where the directory is writable, and read
+                # as it is where it is not (every later step only adds); a newer one is refused
                 version = current_version(conn)
-                if version != SCHEMA_VERSION:
+                if version > SCHEMA_VERSION:
                     conn.close()
-                    conn = connect(db_path)
-                    migrate(conn)
+                    raise StoreError(_newer(db_path, version))
+                if version < SCHEMA_VERSION and os.access(db_path.parent, os.W_OK):
+                    conn.close()
+                    with connect(db_path) as writer:
+                        migrate(writer)
+                    conn = connect(db_path, readonly=True)
+                elif version == 0:
+                    conn.close()
+                    raise StoreError(f"{db_path} holds no mailcli database yet: run `mailcli ingest FILE` first")
             else:
                 migrate(conn)
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):
+                raise StoreError(
+                    f"cannot write {db_path}: {exc}; make the data directory and the database writable"
+                ) from None
             raise StoreError(f"cannot use database {db_path}: {exc}") from None
+        except RuntimeError as exc:  # a schema newer than this mailcli
+            raise StoreError(str(exc)) from None
         except PermissionError as exc:
             raise StoreError(f"cannot open {db_path}: {exc.strerror}; check the directory's permissions") from None
         return cls(conn, db_path)
+
+    def write(self):
+        """``with store.write():`` one BEGIN IMMEDIATE transaction (see :func:`write_transaction`)."""
+        return write_transaction(self.conn)
 
     @property
     def schema_version(self) -> int:
@@ -124,3 +201,9 @@ class Store:
         for status, n in q("SELECT status, count(*) FROM conversations GROUP BY status"):
             out[f"conversations_{status}"] = n
         return out
+
+
+def _newer(db_path: Path, version: int) -> str:
+    return (
+        f"{db_path} has schema version {version}, newer than this mailcli ({SCHEMA_VERSION}): upgrade mailcli"
+    )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from mailcli.ingest.model import Email, Reject
 from mailcli.ingest.rows import COLUMNS, DATE, SUBJECT, PreparedBatch, Row, prepare_batch, without
 from mailcli.store.db import Store, now_iso
+from mailcli.store.lifecycle import emails_joined
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class IngestWriter:
         if not rejects:
             return
         ts = now_iso()
-        with self.conn:
+        with self.store.write():
             self.conn.executemany(
                 "INSERT OR IGNORE INTO rejects (source, locator, reason, created_at) VALUES (?, ?, ?, ?)",
                 [(r.source, r.locator, r.reason, ts) for r in rejects],
@@ -75,19 +76,20 @@ class IngestWriter:
 
     def add_batch(self, batch: PreparedBatch) -> None:
         """Store a batch of prepared emails: dedupe, thread, insert, refresh their conversations."""
-        self.counts.duplicates += batch.duplicates
-        stored = self._stored(batch.rows)
-        fresh, (row_threads, key_threads) = without(batch, stored) if stored else (batch.rows, batch.threads)
-        self.counts.duplicates += len(stored)
-        if not fresh:
-            return
-        with self.conn:
-            conv_of, new = self._thread(fresh, row_threads, key_threads)
-            self._insert(fresh, conv_of)
-            touched = set(conv_of)
-            self._refresh_conversations(touched, _new_conversations(new, fresh, conv_of))
-        self.counts.ingested += len(fresh)
-        self.counts.touched |= touched
+        # one write transaction from the dedupe lookup to the last row: another ingest (or the sink)
+        # either wrote before it, and is seen by every lookup here, or writes after it
+        with self.store.write():
+            stored = self._stored(batch.rows)
+            fresh, (row_threads, key_threads) = without(batch, stored) if stored else (batch.rows, batch.threads)
+            if fresh:
+                conv_of, new = self._thread(fresh, row_threads, key_threads)
+                self._insert(fresh, conv_of)
+                touched = set(conv_of)
+                self._refresh_conversations(touched, _new_conversations(new, fresh, conv_of))
+        self.counts.duplicates += batch.duplicates + len(stored)
+        if fresh:
+            self.counts.ingested += len(fresh)
+            self.counts.touched |= touched
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -189,7 +191,7 @@ class IngestWriter:
         ts = now_iso()
         c = self.conn
         if new:
-            c.executemany(_UPSERT_CONVERSATION, [(cid, *stats, self.queue_priority, ts) for cid, stats in new.items()])
+            emails_joined(c, [(cid, *stats, self.queue_priority, ts) for cid, stats in new.items()])
         ids = sorted(touched - new.keys())
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -205,8 +207,8 @@ class IngestWriter:
                     chunk,
                 ).fetchall()
             )  # later rows win in dict(): the earliest email's subject remains
-            c.executemany(
-                _UPSERT_CONVERSATION,
+            emails_joined(
+                c,
                 [
                     (cid, base_subject(firsts.get(cid, "")), n, first, last, self.queue_priority, ts)
                     for cid, n, first, last in stats
@@ -290,14 +292,6 @@ def _new_conversations(new: set[str], rows: list[Row], conv_of: list[str]) -> di
     return {conv: (base_subject(subject), n, first, last) for conv, (subject, n, first, last) in stats.items()}
 
 
-_UPSERT_CONVERSATION = (
-    "INSERT INTO conversations (id, subject, email_count, first_date, last_date, status, queue_priority,"
-    " revision, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, 1, ?)"
-    " ON CONFLICT (id) DO UPDATE SET subject = excluded.subject, email_count = excluded.email_count,"
-    " first_date = excluded.first_date, last_date = excluded.last_date, status = 'pending',"
-    " queue_priority = coalesce(excluded.queue_priority, conversations.queue_priority),"
-    " revision = conversations.revision + 1, updated_at = excluded.updated_at"
-)
 _INSERT_EMAIL = (
     f"INSERT INTO emails (rowid, conversation_id, ingested_at, {', '.join(COLUMNS)})"
     f" VALUES ({', '.join('?' * (3 + len(COLUMNS)))})"

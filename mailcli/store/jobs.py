@@ -11,9 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mailcli.config import Settings
+from mailcli.store import lifecycle
 from mailcli.store.db import Store, now_iso
-
-OWED_STATUSES = ("pending",)
 
 
 def analysis_options(settings: Settings, *, all_phases: bool = False, max_phase: int = 3, force: bool = False) -> dict:
@@ -27,70 +26,6 @@ def analysis_options(settings: Settings, *, all_phases: bool = False, max_phase:
         "max_phase": max_phase,
         "force": force,
     }
-
-
-def mark_for_analysis(
-    store: Store,
-    *,
-    conversation_id: str | None = None,
-    statuses: Sequence[str] = ("pending", "partial", "failed"),
-    reanalyze: bool = False,
-    all_phases: bool = False,
-    max_phase: int = 3,
-    llm_keys: tuple[str, str] | None = None,
-) -> int:
-    """`mailcli analyze`: make conversations owed again. Returns how many are now pending.
-
-    ``llm_keys`` (the current ``model|prompt_version|`` prefixes of phase 2 and 3 keys, see
-    mailcli.analysis.llm_phases.key_prefixes) also makes owed the `analyzed` conversations that lack
-    an LLM answer this run owes them (a run capped by `--phase` left it out), or hold one made by
-    another model or prompt version. Their jobs ask the LLM only for those: unchanged answers are
-    cached by key.
-    """
-    where: list[str] = []
-    params: list[Any] = []
-    if conversation_id is not None:
-        where.append("id = ?")
-        params.append(conversation_id)
-    elif not reanalyze:
-        cond = f"status IN ({','.join('?' * len(statuses))})"
-        params.extend(statuses)
-        if llm_keys is not None and max_phase >= 2:
-            stale, stale_params = _stale_llm_sql(llm_keys, all_phases=all_phases, max_phase=max_phase)
-            cond = f"({cond} OR (status = 'analyzed' AND id IN ({stale})))"
-            params.extend(stale_params)
-        where.append(cond)
-    sql = (
-        "UPDATE conversations SET status = 'pending', want_all_phases = ?, force = ?, max_phase = ?,"
-        " revision = revision + 1, updated_at = ?" + (" WHERE " + " AND ".join(where) if where else "")
-    )
-    with store.conn:
-        cur = store.conn.execute(sql, [int(all_phases), int(reanalyze), max_phase, now_iso(), *params])
-    return cur.rowcount
-
-
-def _stale_llm_sql(llm_keys: tuple[str, str], *, all_phases: bool, max_phase: int) -> tuple[str, list[Any]]:
-    """Ids of analysed conversations owed an LLM answer they lack or hold from another model/prompt.
-
-    Owed as in completeness.plan_phases: phase 2 for every email from tier 2 (and for a critical
-    email at any tier), phase 3 at tier 3; everything with --all-phases; nothing above --phase.
-    """
-    p2, p3 = llm_keys
-    allp = int(all_phases)
-    parts = [
-        "SELECT ea.conversation_id FROM email_analysis ea"
-        " JOIN conversation_analysis ca ON ca.conversation_id = ea.conversation_id"
-        " WHERE (ca.tier >= 2 OR ea.priority = 'critical' OR ?)"
-        " AND (ea.phase2 IS NULL OR ea.phase2_key IS NULL OR substr(ea.phase2_key, 1, ?) != ?)"
-    ]
-    params: list[Any] = [allp, len(p2), p2]
-    if max_phase >= 3:
-        parts.append(
-            "SELECT ca.conversation_id FROM conversation_analysis ca WHERE (ca.tier >= 3 OR ?)"
-            " AND (ca.phase3 IS NULL OR ca.phase3_key IS NULL OR substr(ca.phase3_key, 1, ?) != ?)"
-        )
-        params += [allp, len(p3), p3]
-    return " UNION ".join(parts), params
 
 
 def pending_ids(store: Store, limit: int | None = None, *, status: str = "pending") -> list[str]:
@@ -166,13 +101,17 @@ def _options(cache: dict, settings: Settings, all_phases: bool, max_phase: int, 
 def apply_results(
     store: Store, results: Iterable[dict[str, Any]], *, job_id: str | None = None, commit: bool = True
 ) -> int:
-    """Write analysis results in one transaction. Applying the same result twice changes nothing.
+    """Write analysis results in one write transaction. Applying the same result twice changes nothing.
 
-    With commit=False the caller owns the transaction (the sink batches several jobs in one).
+    The revision each result is checked against is read inside that transaction, so an ingest that
+    adds emails (or merges the conversation away) is either wholly before the check or wholly after
+    the write. With commit=False the caller holds the transaction (the sink batches several jobs in one).
     """
     if commit:
-        with store.conn:
+        with store.write():
             return _apply(store.conn, results, job_id)
+    if not store.conn.in_transaction:
+        raise RuntimeError("apply_results(commit=False) needs the caller's write transaction")
     return _apply(store.conn, results, job_id)
 
 
@@ -181,9 +120,23 @@ def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
     n = 0
     for r in results:
         cid = r["conversation_id"]
-        row = c.execute("SELECT revision FROM conversations WHERE id = ?", (cid,)).fetchone()
-        if row is None:
+        revision = lifecycle.current_revision(c, cid)
+        if revision is None:
             continue  # merged away while the job ran; the survivor is pending and will be analysed
+        stale = int(r.get("revision", 0)) < revision
+        c.execute(
+            "INSERT OR IGNORE INTO analysis_runs (conversation_id, revision, job_id, stale, applied_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (cid, int(r.get("revision", 0)), job_id or "", int(stale), ts),
+        )
+        if stale:
+            # emails joined (or `analyze` asked again) while the job ran: the conversation is pending
+            # at a newer revision that another job will answer. What this one learnt is kept only
+            # where nothing is stored yet (the LLM answers then serve as cache), and the calls it
+            # made go to the ledger; the conversation's rows and status are the newer job's.
+            _keep_as_cache(c, r, cid, ts)
+            n += 1
+            continue
         for e in r["emails"]:
             p2 = e.get("phase2")
             if p2 is not None and p2.get("cached"):
@@ -244,22 +197,29 @@ def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
         )
         for call in r.get("llm_calls", []):
             record_call(c, call, cid, ts)
-        # a result for an older revision (emails joined while the job ran) is kept, but the
-        # conversation stays owed so the new emails are analysed too
-        stale = int(r.get("revision", 0)) < int(row[0])
-        c.execute(
-            "UPDATE conversations SET status = ?, priority = ?, error = ?, force = 0, updated_at = ?"
-            " WHERE id = ?",
-            (
-                "pending" if stale else r["status"],
-                r["priority"],
-                "; ".join(r.get("missing", [])) or None,
-                ts,
-                cid,
-            ),
-        )
+        lifecycle.analysed(c, cid, r["status"], r["priority"], "; ".join(r.get("missing", [])) or None, ts)
         n += 1
     return n
+
+
+def _keep_as_cache(c, r: dict[str, Any], cid: str, ts: str) -> None:
+    """A stale result's email rows where an email has none yet, and its ledger entries."""
+    c.executemany(
+        "INSERT INTO email_analysis (email_rowid, conversation_id, phase1, priority, phase2, phase2_key, analyzed_at)"
+        " SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM emails WHERE rowid = ? AND conversation_id = ?)"
+        " ON CONFLICT (email_rowid) DO NOTHING",
+        [
+            (
+                e["rowid"], cid, _json_text(e["phase1"]), e["priority"],
+                json.dumps(e["phase2"]) if e.get("phase2") is not None and not e["phase2"].get("cached") else None,
+                e.get("phase2_key") if e.get("phase2") is not None and not e["phase2"].get("cached") else None,
+                ts, e["rowid"], cid,
+            )
+            for e in r["emails"]
+        ],
+    )  # fmt: skip
+    for call in r.get("llm_calls", []):
+        record_call(c, call, cid, ts)
 
 
 def _json_text(value: Any) -> str:
@@ -294,12 +254,3 @@ def record_call(c, call: dict[str, Any], conversation_id: str, ts: str) -> None:
             call.get("created_at", ts),
         ),
     )
-
-
-def mark_failed(store: Store, conversation_ids: Sequence[str], error: str) -> None:
-    ts = now_iso()
-    with store.conn:
-        store.conn.executemany(
-            "UPDATE conversations SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
-            [(error[:500], ts, cid) for cid in conversation_ids],
-        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 MIGRATIONS: list[str] = [
@@ -128,6 +129,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX email_analysis_phase2_source ON email_analysis (json_extract(phase2, '$.source'))
         WHERE phase2 IS NOT NULL;
     """,
+    # 3: which job analysed which revision of a conversation: the audit trail of the work done (a
+    # revision analysed by two jobs is work done twice), written with the result it describes
+    """
+    CREATE TABLE analysis_runs (
+        conversation_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        job_id TEXT NOT NULL,
+        stale INTEGER NOT NULL,              -- 1: the conversation had a newer revision when it landed
+        applied_at TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, revision, job_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -142,26 +155,50 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the database to SCHEMA_VERSION; returns the version it started at."""
+    """Bring the database to SCHEMA_VERSION; returns the version it started at.
+
+    All the missing steps run in one BEGIN IMMEDIATE transaction that also reads the version, so
+    two processes starting at once on a fresh data directory take turns (the second finds the work
+    done), and a process killed half-way leaves the database as it was. Every CREATE is written
+    IF NOT EXISTS, which repairs a database an older mailcli left half-created (it ran the steps
+    statement by statement and wrote the version last).
+    """
     start = current_version(conn)
-    if start > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema version {start} is newer than this mailcli ({SCHEMA_VERSION}): upgrade mailcli"
-        )
-    for version in range(start + 1, SCHEMA_VERSION + 1):
-        with conn:
+    if start == SCHEMA_VERSION:
+        return start
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        start = current_version(conn)
+        if start > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database schema version {start} is newer than this mailcli ({SCHEMA_VERSION}): upgrade mailcli"
+            )
+        for version in range(start + 1, SCHEMA_VERSION + 1):
             for statement in _split(MIGRATIONS[version - 1]):
-                conn.execute(statement)
+                conn.execute(_if_not_exists(statement))
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(version),),
             )
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    conn.execute("COMMIT")
     return start
 
 
+_CREATE = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?(TABLE|INDEX)\s+(?!IF\s+NOT\s+EXISTS)", re.IGNORECASE)
+
+
+def _if_not_exists(statement: str) -> str:
+    """``CREATE TABLE x`` -> ``CREATE TABLE IF NOT EXISTS x`` (and indexes the same)."""
+    return _CREATE.sub(lambda m: f"CREATE {m.group(1) or ''}{m.group(2)} IF NOT EXISTS ", statement, count=1)
+
+
 def _split(script: str) -> list[str]:
-    """Statements of a migration, so each runs inside the one transaction of `with conn`."""
+    """Statements of a migration, so each runs inside the migration's one transaction."""
     out, buf = [], []
     for line in script.splitlines():
         code = line.split("--", 1)[0]
