@@ -354,7 +354,7 @@ def show(
 @handle_errors
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout (- is stdout).")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """One record per email (SPEC §5): phase 1 facts, phase 2 answer, the conversation's phase 3."""
@@ -363,7 +363,7 @@ def export(
     if fmt not in ("jsonl", "csv"):
         raise CliError(f"unknown --format {fmt!r}: use jsonl or csv", EXIT_USAGE)
     with _open_store(readonly=True) as store:
-        if output is None:
+        if output is None or str(output) == "-":
             write_export(store, sys.stdout, fmt)
             sys.stdout.flush()
         else:
