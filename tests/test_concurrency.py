@@ -191,11 +191,20 @@ def test_killed_while_creating_the_schema_leaves_a_usable_database(homes):
 # ------------------------------------------------------------------------------------------ ingest
 
 
+def _create_schema(h: Home) -> None:
+    """The database made by one command first (an ingest of an empty export)."""
+    empty = h.path / "empty.jsonl"
+    empty.write_text("")
+    out = h.run("ingest", str(empty), "--no-enqueue")
+    assert out.returncode == 0, out.stderr
+
+
 def test_two_ingests_of_the_same_file_at_once_store_each_email_once(homes):
     for offset in OFFSETS[:4]:
         h = homes()
-        expected = make_export(h, 600, seed=21)
+        expected = make_export(h, 3000, seed=21)
         f = str(h.path / "export.jsonl")
+        _create_schema(h)
         results = together(h, ("ingest", f, "--no-enqueue"), ("ingest", f, "--no-enqueue"), offset)
         assert_clean(results)
         assert db_value(h, "SELECT count(*) FROM emails") == expected.unique_emails
@@ -209,6 +218,7 @@ def _export_and_replies_case(homes, offsets, n_emails: int) -> None:
         n_replies = write_replies(h.path / "export.jsonl", h.path / "replies.jsonl")
         for first, second in (("export", "replies"), ("replies", "export")):
             h.data.exists() and shutil.rmtree(h.data)
+            _create_schema(h)  # this case is about threading; two at once on a fresh directory is another
             results = together(
                 h, ("ingest", str(h.path / f"{first}.jsonl"), "--no-enqueue"),
                 ("ingest", str(h.path / f"{second}.jsonl"), "--no-enqueue"), offset,
@@ -222,7 +232,7 @@ def _export_and_replies_case(homes, offsets, n_emails: int) -> None:
 
 
 def test_an_export_and_another_mailboxs_replies_ingested_at_once_thread_together(homes):
-    _export_and_replies_case(homes, OFFSETS[::2], n_emails=2000)
+    _export_and_replies_case(homes, OFFSETS[::2], n_emails=4000)
 
 
 @pytest.mark.slow
