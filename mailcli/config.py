@@ -21,6 +21,7 @@ ENV_VARS = {
     "debug": "MAILCLI_DEBUG",
     "llm_max_in_flight": "MAILCLI_LLM_MAX_IN_FLIGHT",
     "window": "MAILCLI_WINDOW",
+    "redis_outage_limit": "MAILCLI_REDIS_OUTAGE_LIMIT",
 }
 
 
@@ -42,6 +43,7 @@ class Settings:
     key_senders: tuple[str, ...] = ()  # addresses or domains
     llm_max_in_flight: int = 3
     window: int = 10_000  # feeder: most conversation jobs held in Redis at once
+    redis_outage_limit: int = 120  # seconds a pool waits for an unreachable Redis before it exits 4
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -70,7 +72,7 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             return value
         return str(value).strip().lower() in ("1", "true", "yes", "on")
-    if name in ("llm_max_in_flight", "window"):
+    if name in ("llm_max_in_flight", "window", "redis_outage_limit"):
         try:
             n = int(value)
         except (TypeError, ValueError):

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import pytest
 from conftest import Home, _stop_embedded, wait_for
-from test_reliability import assert_exactly_once, assert_runs_once, db_rows, db_value, make_export, owed, pool
+from test_reliability import (  # noqa: F401 - private_redis is a fixture
+    assert_exactly_once,
+    assert_runs_once,
+    db_rows,
+    db_value,
+    make_export,
+    owed,
+    pool,
+    private_redis,
+)
 
 from mailcli import synth
 
@@ -387,6 +396,27 @@ def test_the_embedded_redis_socket_removed_under_a_pool_is_said_and_recovered(ho
         text = p.finish(180)
     assert "was removed while its server" in text
     assert_exactly_once(h, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="no redis-server on PATH")
+def test_a_pool_whose_redis_is_gone_for_good_says_so_once_and_exits_4(tmp_path, private_redis):  # noqa: F811
+    """An external Redis killed and not restarted: one line naming Redis and the fix within seconds,
+    and exit 4 once MAILCLI_REDIS_OUTAGE_LIMIT has passed (not a pool waiting silently for ever)."""
+    server = private_redis(appendonly=False)
+    h = Home(tmp_path / "home", server.url)
+    make_export(h, 300, seed=31)
+    assert h.run("ingest", str(h.path / "export.jsonl"), "--no-enqueue").returncode == 0
+    with pool(h, "--min", "1", "--max", "1", env={"MAILCLI_REDIS_OUTAGE_LIMIT": "3"}) as start:
+        p = start()
+        wait_for(lambda: db_value(h, "SELECT count(*) FROM analysis_runs") > 0, timeout=60, what="work started")
+        server.crash()
+        wait_for(lambda: "is unreachable" in p.log(), timeout=15, what="the line naming Redis")
+        code = p.proc.wait(60)
+        text = p.log()
+    assert code == 4, text[-3000:]
+    assert text.count("is unreachable") == 1, text[-3000:]
+    assert "fix REDIS_URL" in text and "has been unreachable for 3 s" in text
 
 
 def test_status_says_when_the_embedded_redis_lost_its_socket(home):

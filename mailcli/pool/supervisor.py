@@ -55,6 +55,8 @@ CRASH_WINDOW = 10.0  # a worker that dies this soon after starting, having done 
 MAX_BACKOFF = 60.0
 DEAD_POOL_AFTER = 5.0  # seconds without a heartbeat (published every tick) before a pool counts as gone
 
+EXIT_UNREACHABLE = 4  # the exit code every mailcli command gives when a service it needs is unreachable
+
 
 @dataclass
 class PoolConfig:
@@ -130,6 +132,7 @@ class Supervisor:
         self._last_sweep = time.monotonic()
         self._redis_lost_at = -1e9  # when Redis last failed to answer the watch (heartbeats unknown then)
         self._idle_limit_said = False  # --max-memory below an idle worker's RSS: said once
+        self._give_up = ""  # set by the coordinator when Redis stays away past redis_outage_limit
         self._to_recover: dict[str, str | None] = {}  # jobs of dead workers not requeued yet (Redis was away)
         home = settings.home.resolve()
         self.log_dir = home / "logs"
@@ -170,6 +173,10 @@ class Supervisor:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self._give_up and not self.stopping:
+            log.error("%s", self._give_up)
+            self.exit_code = EXIT_UNREACHABLE
+            self.begin_shutdown(0)
         self._reap()
         self._recover_later()
         self._watch(now)
@@ -685,6 +692,15 @@ class Supervisor:
                         redis_down_since = time.monotonic()
                     else:
                         log.debug("redis still unavailable (%s); retrying", exc)
+                        if time.monotonic() - redis_down_since > self.settings.redis_outage_limit:
+                            self._give_up = (
+                                f"Redis ({describe(self.settings)}) has been unreachable for"
+                                f" {self.settings.redis_outage_limit} s: stopping the pool (exit 4). Start Redis"
+                                f"{' or fix REDIS_URL' if self.settings.redis_url else ''} and run"
+                                " `mailcli workers start` again; nothing acknowledged is lost"
+                            )
+                            if stop:
+                                break
                     time.sleep(0.5)
                     if not self.settings.redis_url:
                         # the embedded server is this host's to keep: one that crashed or was stopped
