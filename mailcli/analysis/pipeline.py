@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from mailcli.analysis.completeness import Completeness, assess, plan_phases
 from mailcli.analysis.phase1 import SenderLists, analyze_email
+from mailcli.contract import WIRE_VERSION, ConversationIn, ConversationResult, JobPayload
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
-PAYLOAD_VERSION = 1
 
 
 class LLMUnavailable(Exception):
@@ -64,7 +64,7 @@ def highest_priority(priorities: list[str]) -> str:
 class _Prepared:
     """A conversation after phase 1 and completeness: what its LLM phases owe, before any is run."""
 
-    conv: dict[str, Any]
+    conv: ConversationIn
     phase1: list[dict[str, Any]]
     completeness: Completeness
     owed2: list[int]
@@ -76,7 +76,7 @@ class _Prepared:
         return bool(self.owed2) or self.owed3
 
 
-def _prepare(conv: dict[str, Any]) -> _Prepared:
+def _prepare(conv: ConversationIn) -> _Prepared:
     """Phase 1 for every email, completeness and the plan of the LLM phases: pure and fast."""
     opts = conv.get("options", {})
     senders = SenderLists(
@@ -109,7 +109,7 @@ def _prepare(conv: dict[str, Any]) -> _Prepared:
     )
 
 
-def _finish(prep: _Prepared, llm: LLMPhases | None) -> dict[str, Any]:
+def _finish(prep: _Prepared, llm: LLMPhases | None) -> ConversationResult:
     """Run the LLM phases the plan owes (skipping unchanged cached answers) and build the result."""
     conv, phase1, owed2, owed3, force = prep.conv, prep.phase1, prep.owed2, prep.owed3, prep.force
     emails: list[dict[str, Any]] = conv["emails"]
@@ -167,6 +167,7 @@ def _finish(prep: _Prepared, llm: LLMPhases | None) -> dict[str, Any]:
 
     priorities = [p["priority"] for p in phase1]
     return {
+        "version": WIRE_VERSION,
         "conversation_id": conv["conversation_id"],
         "revision": conv.get("revision", 0),
         "emails": [
@@ -190,18 +191,18 @@ def _finish(prep: _Prepared, llm: LLMPhases | None) -> dict[str, Any]:
     }
 
 
-def analyze_conversation(conv: dict[str, Any], llm: LLMPhases | None = None) -> dict[str, Any]:
-    """Analyse one conversation payload (see mailcli.store.jobs.conversation_payload)."""
+def analyze_conversation(conv: ConversationIn, llm: LLMPhases | None = None) -> ConversationResult:
+    """Analyse one conversation of a job's payload (the types are in mailcli.contract)."""
     return _finish(_prepare(conv), llm)
 
 
 def analyze_batch(
-    payload: dict[str, Any],
+    payload: JobPayload,
     llm: LLMPhases | None = None,
-    on_result: Callable[[dict], None] | None = None,
+    on_result: Callable[[ConversationResult], None] | None = None,
     *,
     concurrency: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ConversationResult]:
     """A job: several small conversations of one priority share it, to keep per-job overhead small.
 
     Phase 1 runs first for every conversation (fast, pure). The conversations that owe LLM phases
@@ -211,9 +212,9 @@ def analyze_batch(
     each conversation finishes; the returned list keeps the payload's order.
     """
     prepared = [_prepare(conv) for conv in payload["conversations"]]
-    results: list[dict[str, Any] | None] = [None] * len(prepared)
+    results: list[ConversationResult | None] = [None] * len(prepared)
 
-    def done(i: int, result: dict[str, Any]) -> None:
+    def done(i: int, result: ConversationResult) -> None:
         results[i] = result
         if on_result:
             on_result(result)

@@ -10,6 +10,7 @@ import sqlite3
 
 import redis
 
+from mailcli import contract
 from mailcli.queue.jobs import RESULTS_STREAM, SINK_GROUP
 from mailcli.store.db import Store
 from mailcli.store.jobs import apply_results
@@ -77,9 +78,17 @@ class Sink:
             if raw is None:
                 continue
             try:
-                results.append((fields.get(b"job") or fields.get("job") or b"", json.loads(raw)))
+                result = json.loads(raw)
             except ValueError:
                 log.error("dropping an unreadable result entry %s", entry_id)
+                continue
+            try:
+                contract.check(result if isinstance(result, dict) else {}, f"a result of job {fields.get(b'job')!r}")
+            except contract.WireVersionError as exc:
+                # its conversation stays queued under that job; `mailcli analyze` makes it owed again
+                log.error("dropping %s", exc)
+                continue
+            results.append((fields.get(b"job") or fields.get("job") or b"", result))
         applied = len(results)
         try:
             self._apply(results)

@@ -25,13 +25,17 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
+from mailcli import contract
 from mailcli.pool.state import publish_worker
-from mailcli.queue.jobs import PayloadJob
+from mailcli.queue.jobs import TASK, PayloadJob
 
 HEARTBEAT_INTERVAL = float(os.environ.get("MAILCLI_HEARTBEAT_INTERVAL", "1.0"))
 # Whoever can write to Redis can put a job on our queues. A job names its function by dotted path, so
 # workers run functions of mailcli's task module only (plus modules a test names), never callbacks.
 TASK_MODULES = ("mailcli.queue.tasks", *filter(None, os.environ.get("MAILCLI_TASK_MODULES", "").split(",")))
+
+
+EXIT_WIRE_VERSION = 5  # this worker's mailcli speaks another wire version than the job's
 
 
 class RefusedJob(Exception):
@@ -112,12 +116,30 @@ class MailcliWorker(SimpleWorker):
                 self.log.error("dropped job %s: unreadable (%s)", job_id, type(exc).__name__)
                 continue
             if result is not None:
+                self._refuse_other_versions(*result)
                 # say which job we hold at once: if we die before RQ marks it started, the supervisor
                 # still knows which job to put back
                 self.current_job_id = result[0].id
                 self.current_job_started = time.time()
                 self.publish("busy")
             return result
+
+    def _refuse_other_versions(self, job: PayloadJob, queue: Queue) -> None:
+        """A job built by a mailcli of another wire version (a coordinator upgraded before this
+        host, or after it) goes back to the front of its queue for a worker that speaks it, and this
+        worker stops with one line naming the fix: a KeyError half-way through would fail the job."""
+        try:
+            payload = job.args[0] if job.args else None
+        except Exception:  # unreadable data: RQ fails it when it runs, as before
+            return
+        if not isinstance(payload, dict) or job.func_name != TASK:
+            return
+        try:
+            contract.check(payload, f"job {job.id}")
+        except contract.WireVersionError as exc:
+            self.connection.lpush(queue.key, job.id)
+            self.log.error("refused %s; the job is back in %s for another worker", exc, queue.name)
+            raise SystemExit(EXIT_WIRE_VERSION) from None
 
     def work(self, *args, **kwargs):
         self.publish("starting", full=True)

@@ -20,6 +20,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from mailcli.contract import WIRE_VERSION
 from mailcli.queue.names import (  # noqa: F401 - re-exported: the pool imports them from here
     PENDING_KEY,
     PHASE1_QUEUE,
@@ -147,7 +148,7 @@ def enqueue_conversations(conn: redis.Redis, priority: str, conversations: list[
     n_emails = sum(len(c["emails"]) for c in conversations)
     return q.enqueue(
         TASK,
-        {"conversations": conversations},
+        {"version": WIRE_VERSION, "conversations": conversations},
         job_id=job_id,
         job_timeout=job_timeout(n_emails),
         result_ttl=RESULT_TTL,

@@ -13,7 +13,9 @@ from typing import Any
 
 from rq import get_current_job
 
+from mailcli import contract
 from mailcli.analysis.pipeline import analyze_batch
+from mailcli.contract import ConversationResult, JobPayload
 from mailcli.queue.jobs import RESULTS_STREAM, needs_llm
 
 log = logging.getLogger("mailcli.tasks")
@@ -56,7 +58,7 @@ def _warm_up(llm: Any) -> None:
         log.warning("LLM warm-up failed: %s", exc)
 
 
-def analyze_job(payload: dict[str, Any]) -> dict[str, Any]:
+def analyze_job(payload: JobPayload) -> dict[str, Any]:
     """Analyse the conversations of one job; each result goes to the results stream as it is ready.
 
     An Ollama that is down does not fail the job (RQ's retries are for real failures): phase 1 is
@@ -66,6 +68,7 @@ def analyze_job(payload: dict[str, Any]) -> dict[str, Any]:
     job = get_current_job()
     conn = job.connection if job is not None else None
     job_id = job.id if job is not None else None
+    contract.check(payload, f"job {job_id}")  # a worker refuses such a job before running it (pool.worker)
     conversations = payload.get("conversations", [])
     # the conversations of a job may carry different --phase caps: one that may owe an LLM phase decides
     wants_llm = [c.get("options", {}) for c in conversations if needs_llm(c)]
@@ -85,7 +88,7 @@ def analyze_job(payload: dict[str, Any]) -> dict[str, Any]:
         ready.clear()
         flushed = time.monotonic()
 
-    def publish(result: dict[str, Any]) -> None:
+    def publish(result: ConversationResult) -> None:
         nonlocal emails, calls
         emails += len(result["emails"])
         calls += len(result.get("llm_calls") or ())

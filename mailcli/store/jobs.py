@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mailcli.config import Settings
+from mailcli.contract import ConversationIn, ConversationResult, LLMCall
 from mailcli.store import lifecycle
 from mailcli.store.db import Store, now_iso
 
@@ -35,7 +36,7 @@ def pending_ids(store: Store, limit: int | None = None, *, status: str = "pendin
     return [r[0] for r in store.conn.execute(sql, (status,))]
 
 
-def conversation_payloads(store: Store, ids: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+def conversation_payloads(store: Store, ids: Sequence[str], settings: Settings) -> list[ConversationIn]:
     """Everything a worker needs to analyse these conversations, in the order given."""
     if not ids:
         return []
@@ -99,7 +100,7 @@ def _options(cache: dict, settings: Settings, all_phases: bool, max_phase: int, 
 
 
 def apply_results(
-    store: Store, results: Iterable[dict[str, Any]], *, job_id: str | None = None, commit: bool = True
+    store: Store, results: Iterable[ConversationResult], *, job_id: str | None = None, commit: bool = True
 ) -> int:
     """Write analysis results in one write transaction. Applying the same result twice changes nothing.
 
@@ -115,7 +116,7 @@ def apply_results(
     return _apply(store.conn, results, job_id)
 
 
-def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
+def _apply(c, results: Iterable[ConversationResult], job_id: str | None) -> int:
     ts = now_iso()
     n = 0
     for r in results:
@@ -202,7 +203,7 @@ def _apply(c, results: Iterable[dict[str, Any]], job_id: str | None) -> int:
     return n
 
 
-def _keep_as_cache(c, r: dict[str, Any], cid: str, ts: str) -> None:
+def _keep_as_cache(c, r: ConversationResult, cid: str, ts: str) -> None:
     """A stale result's email rows where an email has none yet, and its ledger entries."""
     c.executemany(
         "INSERT INTO email_analysis (email_rowid, conversation_id, phase1, priority, phase2, phase2_key, analyzed_at)"
@@ -229,7 +230,7 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
-def record_call(c, call: dict[str, Any], conversation_id: str, ts: str) -> None:
+def record_call(c, call: LLMCall, conversation_id: str, ts: str) -> None:
     c.execute(
         "INSERT OR IGNORE INTO llm_calls (call_key, conversation_id, email_rowid, phase, model, prompt_version,"
         " input_hash, host, duration_ms, prompt_eval_count, eval_count, done_reason, http_status, attempt,"
