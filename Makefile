@@ -15,12 +15,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: ingest the samples and analyse them with a pool in burst mode, on the embedded defaults
+## demo: ingest the samples and analyse them with a pool in burst mode, on the embedded defaults;
+## the results come last: without Ollama their last lines say why conversations are partial and the fix
 demo: install
 	$(BIN)/mailcli ingest $(SAMPLES)
 	$(BIN)/mailcli workers start --min 2 --max 4 --burst
-	$(BIN)/mailcli results --limit 20
 	$(BIN)/mailcli export -o data/export.jsonl
+	$(BIN)/mailcli results --limit 20
 
 ## test: the whole suite (real Redis, real SQLite, real worker processes)
 test: install
