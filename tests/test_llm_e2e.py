@@ -25,7 +25,7 @@ from mailcli.queue.jobs import queue_depths
 
 GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]
 OTHER_MODEL = "qwen2.5:7b"
-SPEC_CALL_FIELDS = ("model", "prompt_version", "input_hash", "duration_ms", "prompt_eval_count", "eval_count",
+LEDGER_FIELDS = ("model", "prompt_version", "input_hash", "duration_ms", "prompt_eval_count", "eval_count",
                     "done_reason", "http_status", "attempt", "outcome")  # fmt: skip
 
 
@@ -179,14 +179,14 @@ def test_pool_runs_phases_2_and_3_records_every_call_and_shows_them(home, standi
         else:
             assert p3 is None
 
-    # the ledger holds every request the stand-in answered, with the fields SPEC §4 lists
+    # the ledger holds every request the stand-in answered, with every field the ledger documents
     calls = ledger(home)
     assert len(calls) == chats(standin) > 0
     n2 = sum(r["phase2"] is not None for r in recs)
     n3 = sum(1 for rs in by_conv.values() if rs[0]["conversation"]["phase3"] is not None)
     assert sum(c["phase"] == 2 for c in calls) == n2 and sum(c["phase"] == 3 for c in calls) == n3
     for c in calls:
-        assert all(c[k] is not None for k in SPEC_CALL_FIELDS), c
+        assert all(c[k] is not None for k in LEDGER_FIELDS), c
         assert c["outcome"] == "ok" and c["http_status"] == 200 and c["attempt"] == 1
         assert c["host"] == standin.url and c["conversation_id"] in by_conv
 

@@ -382,7 +382,7 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """One record per email (SPEC §5): phase 1 facts, phase 2 answer, the conversation's phase 3."""
+    """One record per email: phase 1 facts, phase 2 answer, the conversation's phase 3 (docs/export.md)."""
     from mailcli.store.read import write_export
 
     if fmt not in ("jsonl", "csv"):
