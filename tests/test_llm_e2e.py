@@ -196,7 +196,8 @@ def test_pool_runs_phases_2_and_3_records_every_call_and_shows_them(home, standi
     assert listed[tier3]["phase3_source"] == "model" and listed[tier3]["summary"]
     assert listed[tier3]["phase2_emails"] == len(by_conv[tier3])
     shown = run_ok(home, "show", tier3).stdout
-    assert "Phase 2" in shown and "phase 3 (model, phi4:14b)" in shown and "next steps" in shown
+    assert "email 1 of" in shown and "phase 2" in shown and "phase 3 (model, phi4:14b)" in shown
+    assert "next steps" in shown
     assert "3:model" in run_ok(home, "results").stdout
 
 
