@@ -46,6 +46,6 @@ profile: install
 
 # stops the embedded Redis of ./data first (a daemon left running would hold deleted files)
 clean:
-	@if [ -x $(BIN)/mailcli ]; then env -u REDIS_URL MAILCLI_HOME=data $(BIN)/mailcli redis stop --force; \
+	-@if [ -x $(BIN)/mailcli ]; then env -u REDIS_URL MAILCLI_HOME=data $(BIN)/mailcli redis stop --force; \
 	elif [ -f data/redis/redis.pid ]; then kill $$(cat data/redis/redis.pid) 2>/dev/null || true; fi
 	rm -rf $(VENV) data *.egg-info .pytest_cache .ruff_cache
