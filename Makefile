@@ -15,12 +15,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: ingest the samples and analyse them with a pool in burst mode, on the embedded defaults
+## demo: ingest the samples and analyse them with a pool in burst mode, on the embedded defaults;
+## the results come last: without Ollama their last lines say why conversations are partial and the fix
 demo: install
 	$(BIN)/mailcli ingest $(SAMPLES)
 	$(BIN)/mailcli workers start --min 2 --max 4 --burst
-	$(BIN)/mailcli results --limit 20
 	$(BIN)/mailcli export -o data/export.jsonl
+	$(BIN)/mailcli results --limit 20
 
 ## test: the whole suite (real Redis, real SQLite, real worker processes)
 test: install
@@ -43,5 +44,8 @@ SCENARIO ?= pool
 profile: install
 	$(BIN)/python -m benchmarks.profile $(SCENARIO)
 
+# stops the embedded Redis of ./data first (a daemon left running would hold deleted files)
 clean:
+	-@if [ -x $(BIN)/mailcli ]; then env -u REDIS_URL MAILCLI_HOME=data $(BIN)/mailcli redis stop --force; \
+	elif [ -f data/redis/redis.pid ]; then kill $$(cat data/redis/redis.pid) 2>/dev/null || true; fi
 	rm -rf $(VENV) data *.egg-info .pytest_cache .ruff_cache

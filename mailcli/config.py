@@ -1,4 +1,4 @@
-"""One Settings object: flags > environment > mailcli.toml (working directory) > defaults (SPEC §2)."""
+"""One Settings object: flags > environment > mailcli.toml (working directory) > defaults (README, "Configuration")."""
 
 from __future__ import annotations
 

@@ -65,3 +65,8 @@ def touch_marker(*args, **kwargs) -> None:
     from pathlib import Path
 
     Path(os.environ["MAILCLI_TEST_MARKER"]).touch()
+
+
+def boom(payload: dict) -> str:
+    """A job that fails: raises at once."""
+    raise ValueError(f"boom {payload.get('id')}")

@@ -255,3 +255,64 @@ def test_inline_analysis_after_an_enqueuing_ingest_analyses_everything(home):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(home.run("results", "--json", "--limit", "100").stdout)
     assert rows and all(r["status"] == "analyzed" for r in rows)
+
+
+def _answered_detail() -> dict:
+    """A conversation as `show` gets it, with long phase 2 and phase 3 answers."""
+    from mailcli.analysis.phase1 import analyze_email
+
+    p1 = analyze_email("PO 4500012345 urgent", "Please ship 20 units of AB-1234 by March 10, 2025. Total $12,500.").to_dict()
+    p2 = {
+        "summary": "The customer confirms purchase order 4500012345 for twenty units and asks for delivery "
+                   "before the tenth of March, with tracking information sent to the warehouse manager.",
+        "workflow_validation": "consistent", "risk_assessment": "Delivery deadline is tight; expedited freight "
+        "may be required and the customer mentioned cancellation if the date slips.",
+        "missed_entities": {"people": ["Warehouse Manager Jonathan Richardson"], "locations": ["Rotterdam"],
+                            "company_names": ["Northwind Logistics International"]},
+        "action_items": [{"task": "Confirm availability of twenty units with the production planning team",
+                          "owner": "sales operations", "deadline": "2025-03-05"}],
+        "initial_response": "", "confidence": 0.82, "business_process": "order", "extracted_requirements": [],
+        "source": "model", "model": "llama3.2:3b",
+    }  # fmt: skip
+    p3 = {"executive_summary": "A time-critical order whose fulfilment depends on expedited freight arrangements.",
+          "strategic_insights": {"opportunity": "Repeat business", "risk": "Cancellation", "relationship": "Key"},
+          "escalation_needed": True, "revenue_impact": "12,500.00 in amounts mentioned",
+          "cross_email_patterns": ["expedited"], "workflow_intelligence": {
+              "predicted_next_steps": ["Shipping confirmation with tracking number"], "bottleneck_risks": [],
+              "optimization_opportunities": []}, "source": "model", "model": "phi4:14b"}  # fmt: skip
+    message = {"id": "m1", "message_id": "m1@x", "conversation_id": "c1", "subject": "PO 4500012345 urgent",
+               "from": "Jonathan Richardson <jonathan.richardson@northwind-logistics.example.com>",
+               "date": "2025-03-04T10:00:00+00:00", "phase1": p1, "phase2": p2,
+               "conversation": {}, "status": "analyzed"}  # fmt: skip
+    return {"id": "AAQkAGI2TG93AAAbbbbccccddddeeeeffff0000111122223333=", "subject": "PO 4500012345 urgent",
+            "status": "analyzed", "priority": "critical", "completeness": 85, "tier": 3, "is_complete": True,
+            "error": None, "messages": [message, {**message, "id": "m2", "phase2": None}], "phase3": p3}  # fmt: skip
+
+
+def test_show_reads_well_at_80_columns_no_word_split_and_phase_2_in_full_lines():
+    import re
+
+    from rich.console import Console
+
+    from mailcli.cli.render import conversation_view
+
+    detail = _answered_detail()
+    console = Console(width=80, record=True, color_system=None)
+    console.print(conversation_view(detail))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # every word of what is shown comes out whole: nothing is split inside a word or a header
+    words = {w.strip(".,;") for w in re.findall(r"[\w.@-]+", text)}
+    p2 = detail["messages"][0]["phase2"]
+    source_words = " ".join([p2["summary"], p2["risk_assessment"], p2["action_items"][0]["task"],
+                             *p2["missed_entities"]["people"], detail["phase3"]["executive_summary"]]).split()
+    for word in source_words:
+        assert word.strip(".,;") in words, word
+    # stacked panels, one per email; the phase 2 rows are lines of prose, not one word a line
+    assert "email 1 of 2" in text and "email 2 of 2" in text
+    for label in ("phase 1", "entities", "phase 2", "summary", "actions", "risk", "missed", "confidence"):
+        assert re.search(rf"│ {label}\s", text), label
+    summary_lines = [ln for ln in lines if "customer confirms" in ln or "tracking information" in ln]
+    assert summary_lines and all(len(ln.split()) >= 6 for ln in summary_lines)
+    assert "phase 3 (model, phi4:14b)" in text and "next steps" in text

@@ -1,4 +1,4 @@
-"""Conversation completeness, tiers and the phase plan (SPEC §4 "Conversation completeness")."""
+"""Conversation completeness, tiers and the phase plan."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Property-based tests: whatever bytes an export holds, the readers yield Email or Reject and never
 raise; what they yield can be stored; phase 1 and the analysis of a conversation never raise and always
-fit SPEC §5; applying a result twice changes nothing.
+fit the export record's schema; applying a result twice changes nothing.
 
 Example counts stay moderate so `make test` stays fast; MAILCLI_FUZZ_EXAMPLES raises them for a long hunt
 (`MAILCLI_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py`). Hand-made tricky MIME lives in
@@ -54,7 +54,7 @@ def _storable(text: str) -> bool:
 
 
 def check_records(records: list) -> list[Email]:
-    """Only Email/Reject come out, with the types SPEC §3 and the store rely on."""
+    """Only Email/Reject come out, with the types the store relies on."""
     emails = []
     for r in records:
         assert isinstance(r, Email | Reject), type(r)
@@ -318,7 +318,7 @@ def test_headers_without_a_blank_line_or_with_nul_bytes_degrade():
 
 from mailcli.analysis.phase1 import analyze_email  # noqa: E402
 
-SPEC_PHASE1 = {"po_numbers": list, "quote_numbers": list, "case_numbers": list, "part_numbers": list,
+PHASE1_TYPES = {"po_numbers": list, "quote_numbers": list, "case_numbers": list, "part_numbers": list,
                "amounts": list, "dates": list, "emails": list, "phones": list, "workflow_state": str,
                "urgency_score": int, "priority": str, "financial_impact": float, "sender_category": str,
                "detected_patterns": list}  # fmt: skip
@@ -335,8 +335,8 @@ near_miss = st.lists(
        st.one_of(any_text, st.sampled_from(["a@acme-industrial.com", "Name <b@globex.com>", ""])))  # fmt: skip
 def test_phase1_never_raises_and_always_fits_the_spec_schema(subject, body, importance, sender):
     result = analyze_email(subject, body, importance=importance, sender=sender).to_dict()
-    assert list(result) == list(SPEC_PHASE1)
-    for key, kind in SPEC_PHASE1.items():
+    assert list(result) == list(PHASE1_TYPES)
+    for key, kind in PHASE1_TYPES.items():
         assert isinstance(result[key], kind), key
     assert result["priority"] in ("critical", "high", "medium", "low")
     assert 0 <= result["urgency_score"] <= 10

@@ -1,4 +1,4 @@
-"""Phase 1 rules (SPEC §4 "Phase 1 — rules", §5 `phase1` record): one table per rule."""
+"""Phase 1 rules and the `phase1` record of docs/export.md: one table per rule."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mailcli.analysis.phase1 import (
 )
 from mailcli.config import Settings
 
-SPEC_PHASE1_KEYS = [
+PHASE1_KEYS = [
     "po_numbers", "quote_numbers", "case_numbers", "part_numbers", "amounts", "dates", "emails",
     "phones", "workflow_state", "urgency_score", "priority", "financial_impact", "sender_category",
     "detected_patterns",
@@ -481,7 +481,7 @@ def test_empty_email_is_the_spec_default_record():
 def test_to_dict_has_exactly_the_spec_keys_in_order_and_is_json():
     r = analyze_email("RE: PO 4500012345", "Ship ABC-12345 by March 4, 2025, $1,234.56. +1 555-123-4567")
     d = r.to_dict()
-    assert list(d) == SPEC_PHASE1_KEYS
+    assert list(d) == PHASE1_KEYS
     assert json.loads(json.dumps(d)) == d
 
 
@@ -518,7 +518,7 @@ text_strategy = st.one_of(
 
 def check_types(r: Phase1Result) -> None:
     d = r.to_dict()
-    assert list(d) == SPEC_PHASE1_KEYS
+    assert list(d) == PHASE1_KEYS
     for key in ("po_numbers", "quote_numbers", "case_numbers", "part_numbers", "dates", "emails", "phones"):
         assert isinstance(d[key], list) and all(isinstance(x, str) for x in d[key])
     assert all(x.isascii() and x.isdigit() for x in d["po_numbers"] + d["quote_numbers"] + d["case_numbers"])

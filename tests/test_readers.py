@@ -1,4 +1,4 @@
-"""Readers: every export shape becomes normalized ``Email`` records (SPEC §3).
+"""Readers: every export shape becomes normalized ``Email`` records.
 
 Bad and hostile input lives in test_readers_bad_input.py. Inputs are built in tmp_path so each
 test shows exactly the bytes it feeds in.

@@ -1,4 +1,4 @@
-"""Readers on bad, broken and hostile input: a Reject or a note, never a crash (SPEC §3).
+"""Readers on bad, broken and hostile input: a Reject or a note, never a crash.
 
 Rule under test: one unusable record becomes a ``Reject`` naming where it is and why, and the rest
 of the file is still read; only a path that cannot be read at all raises ``InputError``.

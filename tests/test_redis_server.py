@@ -6,6 +6,7 @@ still working in the test's directory), so no daemon outlives the test run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -474,3 +475,57 @@ def test_redact_url_hides_passwords(url: str, expected: str):
 def test_describe_names_the_server_without_secrets(short_dir: Path):
     assert describe(Settings(home=Path("data"))) == "embedded redis at data/redis/redis.sock"
     assert describe(Settings(redis_url="redis://:secret@h:6379/0")) == "redis://***@h:6379/0"
+
+
+# ---------------------------------------------------------------------------- `mailcli redis`
+
+
+def test_redis_stop_keeps_queued_work_and_status_shows_the_lifecycle(home):
+    from conftest import SAMPLES
+
+    from mailcli.pool.state import forget_pool, publish_pool
+    from mailcli.queue.jobs import queue_depths
+
+    def facts():
+        proc = home.run("redis", "status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    assert facts()["running"] is False  # status does not start it
+    assert home.run("ingest", str(SAMPLES / "graph.jsonl")).returncode == 0
+    running = facts()
+    assert running["running"] is True and running["pid"] and running["jobs_queued"] > 0
+    depths = queue_depths(home.redis())
+    text = home.run("redis", "status").stdout
+    assert f"pid {running['pid']}" in text and "mailcli redis stop" in text
+
+    # a pool using it would start it again: refused without --force
+    conn = home.redis()
+    publish_pool(conn, "p1", {"id": "p1", "host": "here", "pid": 1, "state": "running", "heartbeat": time.time()})
+    refused = home.run("redis", "stop")
+    assert refused.returncode == 1 and "mailcli workers stop" in refused.stderr
+    forget_pool(conn, "p1")
+    conn.close()
+
+    stopped = home.run("redis", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "kept on disk" in stopped.stdout
+    wait_for(lambda: pid_gone(running["pid"]), 10, "the server to exit")
+    assert facts()["running"] is False
+    assert home.run("redis", "stop").stdout.strip() == "the embedded Redis is not running"
+
+    # started again on first use, from its append-only file: the same jobs, then worked off
+    assert queue_depths(home.redis()) == depths
+    burst = home.run("workers", "start", "--min", "1", "--max", "1", "--burst", timeout=120)
+    assert burst.returncode == 0, burst.stderr[-2000:]
+    with home.store() as store:
+        owed = store.conn.execute("SELECT count(*) FROM conversations WHERE status IN ('pending', 'queued')")
+        assert owed.fetchone()[0] == 0
+
+
+def test_redis_commands_leave_a_redis_url_server_alone(home):
+    env = {"REDIS_URL": "redis://:secret@127.0.0.1:9/0"}
+    status = home.run("redis", "status", env=env)
+    assert status.returncode == 0 and "REDIS_URL is set" in status.stdout and "secret" not in status.stdout
+    stop = home.run("redis", "stop", env=env)
+    assert stop.returncode == 2 and "does not stop it" in stop.stderr and "secret" not in stop.stderr

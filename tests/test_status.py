@@ -45,9 +45,11 @@ from mailcli.status.snapshot import (
     WorkerInfo,
     breaker_state,
     percentile,
+    run_started,
     sparkline,
     sqlite_due,
     take_snapshot,
+    throughput,
 )
 from mailcli.store.db import Store
 
@@ -253,6 +255,38 @@ def test_sparkline_scales_to_the_largest_minute(values, expected):
     assert sparkline(values) == expected
 
 
+def test_throughput_is_over_the_time_observed_since_the_run_began():
+    now = 1_000_000.0
+    # the case: 12 s into a run that does 1,000 emails a second
+    recent = {int(now) - k: 1000 for k in range(1, 13)}
+    rate, observed = throughput(recent, now, run_started=now - 12)
+    assert observed == 12.0 and rate == pytest.approx(12_000 / 12 * 60)  # 60,000/min, not a fifth of it
+    # a run longer than the window is measured over the window only
+    recent = {int(now) - k: 10 for k in range(1, 1000)}
+    rate, observed = throughput(recent, now, run_started=now - 3600)
+    assert observed == 300.0 and rate == pytest.approx(10 * 60)
+    # no pool to say when the run began: from the window's first result
+    rate, observed = throughput({int(now) - 30: 50, int(now) - 10: 50}, now, run_started=None)
+    assert observed == 30.0 and rate == pytest.approx(100 / 30 * 60)
+    # nothing yet: no rate, and never a division by (almost) nothing
+    assert throughput({}, now, run_started=None) == (0.0, None)
+    assert throughput({}, now, run_started=now - 0.2) == (0.0, 1.0)
+
+
+def test_the_run_begins_when_a_pools_current_work_began_else_when_it_started():
+    from mailcli.status.snapshot import pool_info
+
+    now = 1_000_000.0
+    idle = pool_info({"id": "a", "started": str(now - 3600), "heartbeat": str(now)}, now, "h")
+    working = pool_info({"id": "b", "started": str(now - 7200), "heartbeat": str(now), "work_since": str(now - 12)},
+                        now, "h")  # fmt: skip
+    gone = pool_info({"id": "c", "started": str(now - 60), "heartbeat": str(now - 600), "work_since": str(now - 5)},
+                     now, "h")  # fmt: skip
+    assert run_started([idle, working, gone], now) == now - 12
+    assert run_started([idle, gone], now) == now - 3600
+    assert run_started([gone], now) is None
+
+
 def test_percentile_is_nearest_rank():
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 0.5) == 50.0
@@ -359,7 +393,9 @@ def test_snapshot_counts_progress_per_phase_tier_and_minute(conn, redis_sock, ho
     assert pr.tiers == filled["tiers"]
     assert pr.conversations["failed"] == 1 and pr.conversations["pending"] == filled["pending"]
     assert pr.per_minute == filled["per_minute"]
-    assert pr.rate_per_min == pytest.approx(sum(filled["per_minute"][-5:]) / 5)
+    # no pool: the rate is over the time since the window's first result (3.5 minutes ago), not 5 minutes
+    assert 210 <= pr.rate_observed_s <= 212
+    assert pr.rate_per_min == pytest.approx(sum(filled["per_minute"][-5:]) / pr.rate_observed_s * 60, rel=1e-3)
     assert pr.remaining == filled["remaining"]
     assert pr.eta_s == pytest.approx(filled["remaining"] / pr.rate_per_min * 60, abs=0.1)
     assert len(pr.sparkline) == 15 and set(pr.sparkline) <= set("▁▂▃▄▅▆▇█")

@@ -1,4 +1,4 @@
-"""Conversation completeness and the phases a conversation is owed (SPEC §4).
+"""Conversation completeness and the phases a conversation is owed (docs/architecture.md, "Analysis").
 
 Deterministic and pure: the score is a function of the emails' text and their order only, so the
 same conversation always gets the same score, tier and plan.

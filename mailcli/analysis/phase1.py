@@ -1,4 +1,4 @@
-"""Phase 1: rule-based facts about one email, no LLM (SPEC §4 "Phase 1 — rules").
+"""Phase 1: rule-based facts about one email, no LLM.
 
 Everything here is a pure function of the email's text: no I/O, no clock, no randomness, so the
 same email always yields the same :class:`Phase1Result`. The entry point is :func:`analyze_email`.
@@ -8,7 +8,7 @@ How the text is read:
 * Text = subject + body with quoted history removed (:func:`strip_quoted`), so a reply does not
   re-count the PO numbers and amounts of the message it quotes.
 * Keywords (workflow groups, urgency words, pattern words) are whole words, case-insensitive, and
-  exactly the words the spec lists: ``ship`` does not match ``shipped``, ``know`` is not ``now``.
+  exactly the words listed here: ``ship`` does not match ``shipped``, ``know`` is not ``now``.
   All keywords are found in one scan by one alternation (``_KEYWORD_RE``).
 * Entities each have one precompiled regex (two where a rule has two shapes, e.g. "$5" and
   "5 USD"). Emails and URLs are masked out first (a date or a part number inside an address is
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # --------------------------------------------------------------------------------------------
-# Word lists (SPEC §4). Order matters where the spec gives an order.
+# Word lists. Where a list is ordered, the first match wins.
 
 WORKFLOW_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("COMPLETION", ("resolved", "completed", "closed", "shipped", "delivered")),
@@ -165,7 +165,7 @@ _NUMERIC_DATE_RE = re.compile(
     r"|(?<![0-9]{3})/(?P<ud>[0-9]{1,2})/(?P<uy>[0-9]{4})(?![0-9/])"
     # 4 March 2025 / 4th mar, 2025
     rf"|(?<![0-9]{{3}}){_ORD}{_SP}+(?P<dm>{_MONTH})\.?,?{_SP}+(?P<dy>[0-9]{{4}})(?![0-9])"
-    # 4-Mar-2025: not in the spec's list, but without it the token would pass for a part number
+    # 4-Mar-2025: a date too; without this branch the token would pass for a part number
     rf"|(?<![0-9]{{3}})-(?P<xm>{_MONTH})-(?P<xy>[0-9]{{4}})(?![0-9])"
     r")"
 )
@@ -274,7 +274,7 @@ class SenderLists:
 
 @dataclass
 class Phase1Result:
-    """SPEC §5 ``phase1``: the fields, their order and their JSON types are the contract."""
+    """The export record's ``phase1`` (docs/export.md): the fields, their order and their JSON types are the contract."""
 
     po_numbers: list[str] = field(default_factory=list)
     quote_numbers: list[str] = field(default_factory=list)
@@ -625,7 +625,7 @@ def _domain_matches(domain: str, domains: Iterable[str]) -> bool:
 
 
 def sender_category(sender: str, senders: SenderLists | None) -> str:
-    """internal > partner > key_customer > standard, in the spec's order."""
+    """internal > partner > key_customer > standard: the first that matches wins."""
     if not senders or not isinstance(sender, str):
         return "standard"
     address = _address_of(sender)

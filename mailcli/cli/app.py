@@ -14,10 +14,12 @@ import typer
 from mailcli import __version__
 from mailcli.cli.common import (
     EXIT_REJECTS,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
     DebugOpt,
     JsonOpt,
+    check_llm_once,
     console,
     err_console,
     handle_errors,
@@ -229,8 +231,13 @@ def analyze(
     this run owes them or hold one from another model or prompt version. Unchanged emails are not
     sent to the LLM again (their answers are cached by model, prompt version and text) unless
     --reanalyze is given.
+
+    Before the work, every Ollama host is asked whether phases 2 and 3 can run: a model pulled on
+    no host, or Ollama not reachable, is said once with its fix. Phase 1 still runs and is kept;
+    a missing model makes the exit code 4.
     """
     from mailcli.analysis.llm_phases import key_prefixes
+    from mailcli.llm.preflight import missing_model
     from mailcli.store.lifecycle import mark_for_analysis
 
     cfg = settings()
@@ -251,6 +258,8 @@ def analyze(
             max_phase=max_phase,
             llm_keys=key_prefixes(cfg.phase2_model, cfg.phase3_model),
         )
+        problems = check_llm_once(cfg, tuple(range(2, max_phase + 1))) if marked else []
+        exit_code = EXIT_UNREACHABLE if missing_model(problems) else 0
         if inline:
             from mailcli.analysis.inline import analyze_inline
 
@@ -261,15 +270,16 @@ def analyze(
                 if llm is not None:
                     llm.close()
             if json_out:
-                print(json.dumps(summary.__dict__))
+                print(json.dumps({**summary.__dict__, "llm_problems": [p.to_dict() for p in problems]}))
             else:
                 console.print(summary.line(), highlight=False)
-            return
+            raise typer.Exit(exit_code)
     note = _enqueue_after_ingest(cfg, None)
     if json_out:
-        print(json.dumps({"pending": marked, "note": note}))
+        print(json.dumps({"pending": marked, "note": note, "llm_problems": [p.to_dict() for p in problems]}))
     else:
         console.print(f"{marked} conversations pending; {note}", highlight=False)
+    raise typer.Exit(exit_code)
 
 
 def _take_back_queued(cfg, store) -> None:
@@ -315,12 +325,44 @@ def results(
     _check_priority(priority)
     with _open_store(readonly=True) as store:
         rows = conversation_rows(store, priority=priority, conversation_id=conversation, limit=limit)
+        partial = store.conn.execute(
+            "SELECT count(*), (SELECT error FROM conversations WHERE status = 'partial' AND error IS NOT NULL"
+            " GROUP BY error ORDER BY count(*) DESC LIMIT 1) FROM conversations WHERE status = 'partial'"
+        ).fetchone()
     if json_out:
         print(json.dumps(rows, ensure_ascii=False))
     elif not rows:
         console.print("no conversations match; ingest an export first: mailcli ingest FILE")
     else:
         console.print(results_table(rows, width=console.width))
+        if partial[0]:
+            console.print(_partial_note(partial[0], partial[1] or "", settings()), highlight=False)
+
+
+def _partial_note(n: int, error: str, cfg) -> str:
+    """Why `n` conversations are partial (from their most common stored reason) and what completes them."""
+    import re
+
+    pull = f"`ollama pull {cfg.phase2_model}` and `ollama pull {cfg.phase3_model}`"
+    then = "then `mailcli analyze` and `mailcli workers start --burst` (or `mailcli analyze --inline`)"
+    missing = re.search(r'model "([^"]+)" not found on (\S+?):', error)
+    if missing:
+        why = f'model "{missing[1]}" is not pulled on {missing[2]}'
+        fix = f"run `ollama pull {missing[1]}` on that host"
+    elif any(s in error for s in ("Ollama unavailable", "could not connect", "circuit breaker", "timed out")):
+        why = f"Ollama was not reachable at {cfg.ollama_host}"
+        fix = f"start Ollama (`ollama serve`) or set OLLAMA_HOST to a running server, pull the models ({pull})"
+    elif "no LLM configured" in error:
+        why = "they were analysed without an LLM"
+        fix = f"start Ollama (`ollama serve`) or set OLLAMA_HOST, pull the models ({pull})"
+    else:
+        why = error[:200] or "an LLM phase did not complete"
+        fix = "see `mailcli show ID` for each"
+    what = "conversation is" if n == 1 else "conversations are"
+    return (
+        f"{n} {what} partial: phase 1 is done, but phases 2 and 3 are owed because {why}.\n"
+        f"To give them phases 2 and 3: {fix}, {then}."
+    )
 
 
 @app.command(epilog="Example:\n\n  mailcli show AAQkAGI2TG93AAA=")
@@ -357,7 +399,7 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout (- is stdout).")] = None,
     debug: DebugOpt = False,
 ) -> None:
-    """One record per email (SPEC §5): phase 1 facts, phase 2 answer, the conversation's phase 3."""
+    """One record per email: phase 1 facts, phase 2 answer, the conversation's phase 3 (docs/export.md)."""
     from mailcli.store.read import write_export
 
     if fmt not in ("jsonl", "csv"):
@@ -375,10 +417,10 @@ def export(
 
 
 def _register_subcommands() -> None:
-    """Commands that live in their own modules (workers, status, test-loading, failed)."""
+    """Commands that live in their own modules (workers, status, test-loading, failed, redis)."""
     import importlib
 
-    for module in ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks"):
+    for module in ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks", "mailcli.cli.redis_cmd"):
         try:
             importlib.import_module(module).register(app)
         except ImportError as exc:

@@ -165,3 +165,17 @@ def setup_logging(debug: bool) -> None:
 
 def settings(**flags: Any) -> Settings:
     return load_settings(**flags)
+
+
+def check_llm_once(cfg: Settings, phases: tuple[int, ...]) -> list[Any]:
+    """Ask every Ollama host whether this run's LLM phases can work, and say each problem once on
+    stderr with its fix (mailcli.llm.preflight). A model missing is an error, Ollama down a warning."""
+    if not phases:
+        return []
+    from mailcli.llm.preflight import check_llm
+
+    problems = check_llm(cfg, phases)
+    for p in problems:
+        label = "[bold red]error:[/]" if p.kind == "model_missing" else "[yellow]warning:[/]"
+        err_console.print(f"{label} {p.message}", highlight=False, markup=True, soft_wrap=True)
+    return problems

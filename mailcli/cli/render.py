@@ -97,10 +97,18 @@ def _entities(p1: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _grid() -> Table:
+    """Label and value: the labels never wrap, the values wrap at spaces (a word longer than the line folds)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    return grid
+
+
 def conversation_view(detail: dict[str, Any]) -> Group:
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
+    """The conversation's head, then one panel per email stacked (phase 1 facts and its phase 2
+    answer), then phase 3: panels of label/value rows read well at any width, 80 columns included."""
+    head = _grid()
     head.add_row("conversation", detail["id"])
     head.add_row("subject", detail["subject"] or "")
     head.add_row("status", _styled(detail["status"], STATUS_STYLE))
@@ -112,37 +120,63 @@ def conversation_view(detail: dict[str, Any]) -> Group:
         )
     if detail.get("error"):
         head.add_row("owed", Text(detail["error"], style="yellow"))
-    emails = Table(title="Emails", show_lines=True)
-    emails.add_column("date", no_wrap=True)
-    emails.add_column("from", overflow="fold", max_width=26)
-    emails.add_column("priority")
-    emails.add_column("state")
-    emails.add_column("urgency", justify="right")
-    emails.add_column("entities", overflow="fold")
-    emails.add_column("phase 2", overflow="fold", max_width=40)
-    for m in detail["messages"]:
-        p1 = m["phase1"] or {}
-        p2 = m["phase2"]
-        p2_text = ""
-        if p2:
-            p2_text = f"[{p2.get('source', '')}] {p2.get('summary', '')}"
-        emails.add_row(
-            (m["date"] or "")[:16].replace("T", " "),
-            m["from"] or "",
-            _styled(p1.get("priority"), PRIORITY_STYLE),
-            p1.get("workflow_state", ""),
-            str(p1.get("urgency_score", "")),
-            _entities(p1),
-            p2_text,
-        )
-    parts: list[Any] = [Panel(head, title="mailcli show", expand=False), emails]
-    answers = [(m, m["phase2"]) for m in detail["messages"] if m.get("phase2")]
-    if answers:
-        parts.append(_phase2_table(answers))
+    parts: list[Any] = [Panel(head, title="mailcli show", expand=False)]
+    messages = detail["messages"]
+    for i, m in enumerate(messages, 1):
+        parts.append(_email_panel(m, i, len(messages)))
     p3 = detail.get("phase3")
     if p3:
         parts.append(_phase3_panel(p3))
     return Group(*parts)
+
+
+def _email_panel(m: dict[str, Any], i: int, n: int) -> Panel:
+    p1 = m["phase1"] or {}
+    grid = _grid()
+    grid.add_row("from", m["from"] or "")
+    if m.get("subject"):
+        grid.add_row("subject", m["subject"])
+    if p1:
+        grid.add_row(
+            "phase 1",
+            Text.assemble(
+                _styled(p1.get("priority"), PRIORITY_STYLE),
+                f" · urgency {p1.get('urgency_score', 0)} · {p1.get('workflow_state', '')}"
+                f" · sender {p1.get('sender_category', '')}",
+            ),
+        )
+        entities = _entities(p1)
+        if entities:
+            grid.add_row("entities", entities)
+        if p1.get("detected_patterns"):
+            grid.add_row("patterns", ", ".join(map(str, p1["detected_patterns"])))
+    p2 = m.get("phase2")
+    if p2:
+        fallback = p2.get("source") == "fallback"
+        grid.add_row("phase 2", Text(_source(p2), style="yellow" if fallback else "dim"))
+        grid.add_row("summary", _one_line(p2.get("summary")))
+        actions = []
+        for item in p2.get("action_items") or []:
+            extra = ", ".join(str(x) for x in (item.get("owner"), item.get("deadline")) if x)
+            actions.append(_one_line(item.get("task")) + (f" ({extra})" if extra else ""))
+        if actions:
+            grid.add_row("actions", "\n".join(f"• {a}" for a in actions))
+        if p2.get("risk_assessment"):
+            grid.add_row("risk", _one_line(p2.get("risk_assessment")))
+        missed = "; ".join(
+            f"{kind.replace('_', ' ')}: {', '.join(map(str, values))}"
+            for kind, values in (p2.get("missed_entities") or {}).items()
+            if values
+        )
+        if missed:
+            grid.add_row("missed", missed)
+        conf = p2.get("confidence")
+        if isinstance(conf, int | float):
+            grid.add_row("confidence", f"{conf:.2f}")
+        if p2.get("fallback_reason"):
+            grid.add_row("fallback", Text(_one_line(p2["fallback_reason"]), style="yellow"))
+    date = (m["date"] or "no date")[:16].replace("T", " ")
+    return Panel(grid, title=f"email {i} of {n} · {date}", title_align="left")
 
 
 def _source(answer: dict[str, Any]) -> str:
@@ -153,40 +187,8 @@ def _bullets(items: Any, limit: int = 10) -> str:
     return "\n".join(f"• {_one_line(i)}" for i in list(items or [])[:limit])
 
 
-def _phase2_table(answers: list[tuple[dict[str, Any], dict[str, Any]]]) -> Table:
-    """Phase 2 beyond the summary: action items, risk, what the rules missed, confidence."""
-    table = Table(title="Phase 2", show_lines=True)
-    table.add_column("email", no_wrap=True)
-    table.add_column("action items", overflow="fold", max_width=44)
-    table.add_column("risk", overflow="fold", max_width=32)
-    table.add_column("entities the rules missed", overflow="fold", max_width=32)
-    table.add_column("conf.", justify="right")
-    for m, p2 in answers:
-        actions = []
-        for item in p2.get("action_items") or []:
-            extra = ", ".join(str(x) for x in (item.get("owner"), item.get("deadline")) if x)
-            actions.append(_one_line(item.get("task")) + (f" ({extra})" if extra else ""))
-        missed = "; ".join(
-            f"{kind.replace('_', ' ')}: {', '.join(map(str, values))}"
-            for kind, values in (p2.get("missed_entities") or {}).items()
-            if values
-        )
-        conf = p2.get("confidence")
-        table.add_row(
-            Text.assemble((m["date"] or "")[:16].replace("T", " "), "\n",
-                          (_source(p2), "yellow" if p2.get("source") == "fallback" else "dim")),  # fmt: skip
-            "\n".join(f"• {a}" for a in actions),
-            _one_line(p2.get("risk_assessment")),
-            missed,
-            f"{conf:.2f}" if isinstance(conf, int | float) else "",
-        )
-    return table
-
-
 def _phase3_panel(p3: dict[str, Any]) -> Panel:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
+    grid = _grid()
     grid.add_row("summary", _one_line(p3.get("executive_summary")))
     grid.add_row("escalation", Text("needed", style="bold red") if p3.get("escalation_needed") else Text("no"))
     if p3.get("revenue_impact"):
@@ -205,4 +207,4 @@ def _phase3_panel(p3: dict[str, Any]) -> Panel:
     if p3.get("fallback_reason"):
         grid.add_row("fallback", Text(_one_line(p3["fallback_reason"]), style="yellow"))
     fallback = p3.get("source") == "fallback"
-    return Panel(grid, title=f"phase 3 ({_source(p3)})", border_style="yellow" if fallback else "", expand=False)
+    return Panel(grid, title=f"phase 3 ({_source(p3)})", title_align="left", border_style="yellow" if fallback else "")

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from mailcli.cli.common import EXIT_USAGE, CliError, DebugOpt, JsonOpt, console, handle_errors, settings
+from mailcli.cli.common import (
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    DebugOpt,
+    JsonOpt,
+    check_llm_once,
+    console,
+    handle_errors,
+    settings,
+)
 
 workers_app = typer.Typer(help="Run and control the supervised worker pool.", no_args_is_help=True)
 
@@ -40,7 +50,13 @@ def start(
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds running jobs get to finish on stop.")] = 60.0,
     debug: DebugOpt = False,
 ) -> None:
-    """Run the supervised, autoscaled pool in the foreground until Ctrl-C (or, with --burst, until done)."""
+    """Run the supervised, autoscaled pool in the foreground until Ctrl-C (or, with --burst, until done).
+
+    At start every Ollama host is asked whether phases 2 and 3 can run; a model pulled on no host,
+    or Ollama not reachable, is said once with its fix. Phase 1 work goes on and is kept; a missing
+    model makes the exit code 4.
+    """
+    from mailcli.llm.preflight import missing_model
     from mailcli.pool.supervisor import PoolConfig, Supervisor
     from mailcli.queue.redis_server import connect
 
@@ -56,6 +72,7 @@ def start(
     logging.getLogger("mailcli.pool").setLevel(logging.DEBUG if debug else logging.INFO)
     _pool_log_handler()
     conn = connect(cfg_settings)
+    problems = check_llm_once(cfg_settings, (2, 3) if max_workers > 0 else ())
     sup = Supervisor(
         cfg_settings,
         PoolConfig(
@@ -73,7 +90,8 @@ def start(
         ),
         conn,
     )
-    raise typer.Exit(sup.run())
+    code = sup.run()
+    raise typer.Exit(EXIT_UNREACHABLE if code == 0 and missing_model(problems) else code)
 
 
 def _pool_log_handler() -> None:

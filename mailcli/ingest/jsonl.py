@@ -1,4 +1,4 @@
-"""JSON Lines exports: one email object a line, in one of three shapes (SPEC §3).
+"""JSON Lines exports: one email object a line, in one of three shapes.
 
 * flat: ``subject``, ``body``, ``from``, ``to`` ... as a user would write them;
 * Microsoft Graph ``message`` resources (also PascalCase, as PowerShell's ConvertTo-Json writes

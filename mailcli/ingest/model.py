@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-# Bodies longer than this are kept but trimmed, with a note on the email (SPEC §3: never rejected).
+# Bodies longer than this are kept but trimmed, with a note on the email (an email is never rejected for its size).
 MAX_BODY_CHARS = 1_000_000
 
 
@@ -38,7 +38,7 @@ class Email:
 
     @property
     def public_id(self) -> str:
-        """SPEC §5 `id`: the id the input gave, else the Message-ID, else the content hash."""
+        """The export record's `id`: the id the input gave, else the Message-ID, else the content hash."""
         return self.source_id or self.message_id or self.content_hash
 
     @property
@@ -51,7 +51,7 @@ class Email:
 
     @property
     def dedupe_key(self) -> str:
-        """SPEC §3: normalized Message-ID, else source id, else a hash of sender, date, subject, body."""
+        """Duplicates share this key: normalized Message-ID, else source id, else a hash of sender, date, subject, body."""
         if self.message_id:
             return "mid:" + self.message_id
         if self.source_id:

@@ -230,7 +230,7 @@ def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
 def _iter_stdin(fmt: str, chunking: Chunking) -> Iterator[Unit]:
     stdin = _peekable(sys.stdin.buffer)
     if fmt == "auto":
-        # SPEC: "-" is JSONL. Piped mbox/.eml text is recognised too rather than producing one
+        # "-" is JSONL (the documented stdin format). Piped mbox/.eml text is recognised too rather than producing one
         # "invalid JSON" reject per line.
         sniffed = _sniff("", _peek(stdin))
         fmt = sniffed if sniffed in ("mbox", "eml") else "jsonl"

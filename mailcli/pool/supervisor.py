@@ -54,6 +54,7 @@ IDLE_RSS_HEADROOM = 1.25  # a --max-memory below an idle worker is raised to its
 CRASH_WINDOW = 10.0  # a worker that dies this soon after starting, having done nothing, is crashing
 MAX_BACKOFF = 60.0
 DEAD_POOL_AFTER = 5.0  # seconds without a heartbeat (published every tick) before a pool counts as gone
+WORK_GAP = 2.0  # seconds with no job waiting or running before the current work counts as over
 
 EXIT_UNREACHABLE = 4  # the exit code every mailcli command gives when a service it needs is unreachable
 
@@ -113,6 +114,10 @@ class Supervisor:
         self.started = time.time()
         self.recovered = 0
         self.replaced = 0
+        # when the current work began (jobs waiting or running), for the throughput `status` shows;
+        # None once none has been seen for WORK_GAP seconds
+        self.work_since: float | None = None
+        self._no_work_at: float | None = None
         self._control_seq = state.read_control(conn)[0]  # commands sent before we started are history
         self._coordinator: threading.Thread | None = None
         self._coordinator_stop = threading.Event()
@@ -414,6 +419,7 @@ class Supervisor:
             min_workers=self.cfg.min_workers,
             max_workers=self.cfg.max_workers,
         )
+        self._track_work(backlog > 0 or bool(busy), now)
         decision = decide(view)
         if decision.changes:
             log.info("scale to %d: %s", decision.target, decision.reason)
@@ -425,6 +431,17 @@ class Supervisor:
         stoppable = idle_long if idle_long else sorted(idle, key=lambda w: w.idle_since)
         for wp in stoppable[: decision.stop_idle]:
             self.stop_worker(wp, "stopping", decision.reason)
+
+    def _track_work(self, working: bool, now: float) -> None:
+        if working:
+            self._no_work_at = None
+            if self.work_since is None:
+                self.work_since = time.time()
+            return
+        if self._no_work_at is None:
+            self._no_work_at = now
+        elif now - self._no_work_at >= WORK_GAP:  # not a blink between two jobs: the work is over
+            self.work_since = None
 
     # -- control, reload, burst -----------------------------------------------------------
 
@@ -607,6 +624,7 @@ class Supervisor:
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     "started": self.started,
+                    "work_since": self.work_since,
                     "heartbeat": time.time(),
                     "min": self.cfg.min_workers,
                     "max": self.cfg.max_workers,

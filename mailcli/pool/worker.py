@@ -95,6 +95,10 @@ class MailcliWorker(SimpleWorker):
         self.pool_id = pool_id
         self.current_job_id: str | None = None
         self.current_job_started: float | None = None
+        # jobs this process finished, counted here: RQ adds its own counts to the worker's hash in
+        # Redis but never to these attributes, which stay 0 in the process that runs the jobs
+        self.jobs_done = 0
+        self.jobs_failed = 0
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)
         self._parent = os.getppid()
@@ -157,6 +161,14 @@ class MailcliWorker(SimpleWorker):
             self.pubsub_thread.stop()
             self.pubsub_thread = None
 
+    def handle_job_success(self, job, queue, started_job_registry, execution):
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        self.jobs_done += 1  # the job returned and RQ recorded it finished
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        self.jobs_failed += 1  # the job raised (or timed out); RQ may retry it elsewhere
+
     def execute_job(self, job: PayloadJob, queue: Queue) -> None:
         self.current_job_id = job.id
         self.current_job_started = time.time()
@@ -176,8 +188,8 @@ class MailcliWorker(SimpleWorker):
             "state": state or ("busy" if self.current_job_id else "idle"),
             "job_id": self.current_job_id or "",
             "job_started": self.current_job_started or "",
-            "jobs_done": self.successful_job_count,
-            "jobs_failed": self.failed_job_count,
+            "jobs_done": self.jobs_done,
+            "jobs_failed": self.jobs_failed,
             "heartbeat": time.time(),
         }
         if full:

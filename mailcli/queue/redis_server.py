@@ -1,4 +1,4 @@
-"""The one Redis connection factory of mailcli, and the embedded Redis server (SPEC §2).
+"""The one Redis connection factory of mailcli, and the embedded Redis server.
 
 ``connect(settings)`` returns a ``redis.Redis``:
 

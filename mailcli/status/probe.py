@@ -6,14 +6,13 @@ own thread, on the standard library only.
     pending.results()                   # {url: ProbeResult(reachable, error, models)}, within 3 timeouts
     probe.close()
 
-`mailcli status` used the OllamaClient for this, which imports httpx (65-100 ms) and builds an SSL
-context (~50 ms) on every run, for one small GET per host. http.client keeps the probe in the
-standard library. The timeout bounds the connect and every read (as httpx's connect and read
-timeouts did); no retry, no proxy (HTTP(S)_PROXY is ignored, as the client ignores it). Error texts
-have the shape the client's gave: "could not connect to URL (reason)", "URL timed out (ReadTimeout)",
-"URL answered 500: <Ollama's error>".
+Why not the OllamaClient: it imports httpx (65-100 ms) and builds an SSL context (~50 ms), for one
+small GET per host; http.client keeps the probe in the standard library. The timeout bounds the
+connect and every read, like the client's connect and read timeouts; no retry, no proxy
+(HTTP(S)_PROXY is ignored, as the client ignores it). Error texts have the client's shape: "could
+not connect to URL (reason)", "URL timed out (ReadTimeout)", "URL answered 500: <Ollama's error>".
 
-One connection per host is kept open between rounds (--watch), as the client's pool kept it; a
+One connection per host is kept open between rounds (--watch), as a client's pool keeps it; a
 connection the server closed in between is reopened once, silently.
 """
 

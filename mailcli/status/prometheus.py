@@ -232,7 +232,7 @@ def exposition(snap: Snapshot) -> str:
         g("mailcli_emails_remaining", "Emails of conversations pending or in flight.", [({}, pr.remaining)])
         g(
             "mailcli_throughput_emails_per_minute",
-            "Emails analysed per minute, averaged over the last minutes.",
+            "Emails analysed per minute over the time observed: since the run began, at most 5 minutes.",
             [({}, pr.rate_per_min)],
         )
         g("mailcli_eta_seconds", "Remaining emails divided by the recent rate.", [({}, pr.eta_s)])

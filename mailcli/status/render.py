@@ -273,9 +273,10 @@ def progress(snap: Snapshot, width: int) -> RenderableType:
     grid.add_row(
         "throughput",
         Text.assemble(
-            f"{pr.rate_per_min:,.0f} emails/min  ",
+            f"{pr.rate_per_min:,.0f} emails/min",
+            (f" over {duration(pr.rate_observed_s)}  " if pr.rate_observed_s else "  ", DIM),
             (pr.sparkline, "cyan"),
-            (f"  last {len(pr.per_minute)} min", DIM),
+            (f"  {len(pr.per_minute)} min", DIM),
         ),
     )
     if pr.remaining:

@@ -32,7 +32,8 @@ from mailcli.queue.names import PENDING_KEY, RESULTS_STREAM, queue_depths, queue
 # test_status_imports_stay_light guards what a snapshot imports.
 
 STALE_AFTER = 10.0  # seconds without a heartbeat: the pool or worker is flagged stale
-RATE_MINUTES = 5  # "throughput now" and the ETA: emails per minute over this many minutes
+RATE_MINUTES = 5  # "throughput now" and the ETA: emails per minute over at most this many minutes
+MIN_OBSERVED_S = 1.0  # a rate is never taken over less than this (results are stamped to the second)
 SPARK_MINUTES = 15  # bars in the throughput sparkline, one per minute, oldest first
 LEDGER_MINUTES = 5  # latency percentiles and calls/min from the llm_calls of this many minutes
 FAILURES_SHOWN = 5
@@ -97,6 +98,7 @@ class PoolInfo(_Data):
     recovered: int  # jobs requeued from dead workers
     replaced: int  # workers replaced after dying, recycling or being killed
     crash_reason: str
+    work_age_s: float | None = None  # seconds since its current work began (a backlog or a busy worker); None: idle
 
 
 @dataclass
@@ -154,7 +156,8 @@ class ProgressInfo(_Data):
     tiers: dict[str, int] = field(default_factory=dict)  # analysed conversations per tier ("1", "2", "3")
     tier_emails: dict[str, int] = field(default_factory=dict)  # their emails: tier 3 owes phase 3, 2 and 3 phase 2
     remaining: int = 0  # emails of pending or queued conversations
-    rate_per_min: float = 0.0  # emails analysed per minute, over the last RATE_MINUTES
+    rate_per_min: float = 0.0  # emails analysed per minute over rate_observed_s (see `throughput`)
+    rate_observed_s: float | None = None  # the seconds the rate is taken over: since the run began, at most RATE_MINUTES
     per_minute: list[int] = field(default_factory=list)  # last SPARK_MINUTES minutes, oldest first
     sparkline: str = ""
     eta_s: float | None = None
@@ -264,6 +267,48 @@ def breaker_state(attempts: list[tuple[str, int | None, float]], now: float) -> 
     return "open" if now - last_failure_at < BREAKER_COOLDOWN else "half-open"
 
 
+def throughput(
+    recent: dict[int, int], now: float, run_started: float | None
+) -> tuple[float, float | None]:
+    """Emails analysed per minute over the time actually observed, and that time in seconds.
+
+    ``recent`` maps the epoch second results were stamped with to the emails they analysed. The
+    interval ends now and starts at the later of RATE_MINUTES ago and ``run_started`` (when the
+    running pools' current work began); with no pool to say, at the first result of the window. So
+    12 s into a run the rate is what those 12 s did, not a fifth of it; a run longer than the window
+    is measured over the window's last minutes. A result's second counts when it overlaps the interval.
+    """
+    window_start = now - RATE_MINUTES * 60
+    if run_started is None:
+        seen = [sec for sec, n in recent.items() if n > 0 and sec + 1 > window_start]
+        if not seen:
+            return 0.0, None
+        run_started = min(seen)
+    start = max(window_start, run_started)
+    observed = max(MIN_OBSERVED_S, now - start)
+    emails = sum(n for sec, n in recent.items() if sec + 1 > start and sec <= now)
+    return emails / observed * 60.0, observed
+
+
+def run_started(pools: list[PoolInfo], now: float) -> float | None:
+    """When the work the running pools do began: the earliest `work_since` of a working pool, else
+    the earliest start of an idle one; None with no pool running."""
+    live = [p for p in pools if not p.stale]
+    working = [now - p.work_age_s for p in live if p.work_age_s is not None]
+    if working:
+        return min(working)
+    started = [now - p.uptime_s for p in live if p.uptime_s is not None]
+    return min(started) if started else None
+
+
+def set_throughput(progress: ProgressInfo, recent: dict[int, int], now: float, started: float | None) -> None:
+    """The rate and ETA of `progress` over the time observed since `started` (see `throughput`)."""
+    rate, observed = throughput(recent, now, started)
+    progress.rate_per_min = rate
+    progress.rate_observed_s = observed
+    progress.eta_s = round(progress.remaining / rate * 60, 1) if rate > 0 and progress.remaining > 0 else None
+
+
 def sqlite_due(since_last_read: float, last_cost: float, load_share: float = STORE_LOAD_SHARE) -> bool:
     """Read SQLite again? Only when doing so keeps the reads under `load_share` of one core."""
     return since_last_read >= last_cost / load_share
@@ -335,6 +380,7 @@ def pool_info(h: dict[str, str], now: float, observer: str) -> PoolInfo:
         recovered=_int(h.get("recovered")) or 0,
         replaced=_int(h.get("replaced")) or 0,
         crash_reason=one_line(h.get("crash_reason")),
+        work_age_s=_age(now, h.get("work_since")),
     )
 
 
@@ -405,7 +451,9 @@ def scrub(obj: Any, secrets: list[str]) -> Any:
 # SQLite
 
 
-def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, list[Failure], dict[str, int]]:
+def read_progress(
+    conn: sqlite3.Connection, now: float
+) -> tuple[ProgressInfo, list[Failure], dict[str, int], dict[int, int]]:
     """Counts from the store: COUNTs over indexes, the phase 2 count from the partial index
     email_analysis_phase2_source (schema migration 2), and one pass over conversation_analysis (tiers,
     phase 3, throughput). docs/metrics.md ("Cost") has the measurements.
@@ -428,30 +476,35 @@ def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, l
     tier_emails: dict[str, int] = {}
     phase3 = fallback3 = 0
     per_minute = [0] * SPARK_MINUTES
-    # One pass over the analyses for the tiers, phase 3 and the emails analysed per minute (ago: whole
-    # minutes since, 0 for the last 60 s; NULL for the older ones). CROSS JOIN keeps this order: a
-    # primary-key lookup per analysis. A job's results are written with one timestamp for the
-    # conversation and its emails, so the conversation's analyzed_at times its email count is
-    # email_analysis.analyzed_at counted, at a quarter of the rows to read. Measured at 100,000 emails:
-    # ~30 ms, against ~75 ms for the two passes it replaces.
-    for tier, ago, n, emails, p3_emails, f3 in q(
+    recent: dict[int, int] = {}  # epoch second -> emails analysed then, over the rate's window
+    # One pass over the analyses for the tiers, phase 3 and the emails analysed per second of the last
+    # SPARK_MINUTES (NULL for older ones). CROSS JOIN keeps this order: a primary-key lookup per
+    # analysis. A job's results are written with one timestamp for the conversation and its emails,
+    # so the conversation's analyzed_at times its email count is email_analysis.analyzed_at counted,
+    # at a quarter of the rows to read (~30 ms at 100,000 emails).
+    for tier, sec, n, emails, p3_emails, f3 in q(
         "SELECT ca.tier,"
-        " CASE WHEN ca.analyzed_at >= ? THEN CAST((? - julianday(ca.analyzed_at)) * 1440 AS INTEGER) END AS ago,"
+        " CASE WHEN ca.analyzed_at >= ? THEN CAST(strftime('%s', ca.analyzed_at) AS INTEGER) END AS sec,"
         " count(*), coalesce(sum(c.email_count), 0),"
         " coalesce(sum(CASE WHEN ca.phase3 IS NOT NULL THEN c.email_count END), 0),"
         " coalesce(sum(json_extract(ca.phase3, '$.source') = 'fallback'), 0)"
         " FROM conversation_analysis ca CROSS JOIN conversations c ON c.id = ca.conversation_id"
-        " GROUP BY ca.tier, ago",
-        (_iso(now - SPARK_MINUTES * 60), now / 86400.0 + 2440587.5),
+        " GROUP BY ca.tier, sec",
+        (_iso(now - SPARK_MINUTES * 60),),
     ):
         key = str(tier)
         tiers[key] = tiers.get(key, 0) + n
         tier_emails[key] = tier_emails.get(key, 0) + emails
         phase3 += p3_emails
         fallback3 += f3
-        if ago is not None and 0 <= ago < SPARK_MINUTES:
+        if sec is None:
+            continue
+        ago = max(0, int((now - sec) // 60))  # whole minutes since; another host's clock may run ahead
+        if ago < SPARK_MINUTES:
             per_minute[SPARK_MINUTES - 1 - ago] += emails
-    rate = sum(per_minute[-RATE_MINUTES:]) / RATE_MINUTES
+        if sec + 1 > now - RATE_MINUTES * 60:
+            recent[sec] = recent.get(sec, 0) + emails
+    rate, observed = throughput(recent, now, None)
     eta = remaining / rate * 60 if rate > 0 and remaining > 0 else None
     progress = ProgressInfo(
         known=True,
@@ -466,6 +519,7 @@ def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, l
         tier_emails=dict(sorted(tier_emails.items())),
         remaining=remaining,
         rate_per_min=rate,
+        rate_observed_s=observed,
         per_minute=per_minute,
         sparkline=sparkline(per_minute),
         eta_s=round(eta, 1) if eta is not None else None,
@@ -479,7 +533,7 @@ def read_progress(conn: sqlite3.Connection, now: float) -> tuple[ProgressInfo, l
             (FAILURES_SHOWN,),
         )
     ]
-    return progress, failures, {"2": fallback2, "3": fallback3}
+    return progress, failures, {"2": fallback2, "3": fallback3}, recent
 
 
 def read_ledger(conn: sqlite3.Connection, now: float) -> dict[str, dict[str, Any]]:
@@ -575,8 +629,10 @@ class StatusReader:
         probes = self._start_probes()  # network waits overlap the reads below
         redis_notes: list[str] = []
         redis_info, pools, workers, queues, job_failures = self._read_redis(now, redis_notes)
-        (database, progress, db_failures, fallbacks, ledger), notes = self._finish_store_read(store)
+        (database, progress, db_failures, fallbacks, ledger, recent, read_at), notes = self._finish_store_read(store)
         notes += redis_notes
+        if progress.known:
+            set_throughput(progress, recent, read_at, run_started(pools, now))
         if progress.known:  # SQLite knows the backlog even when Redis is down or not started
             queues.pending = progress.conversations.get("pending", 0)
             queues.in_flight = progress.conversations.get("queued", 0)
@@ -646,7 +702,7 @@ class StatusReader:
         empty = ProgressInfo(known=False)
         if not self.settings.db.exists():
             notes.append(f"no database at {path} on this host: run `mailcli ingest FILE` first")
-            return DatabaseInfo(path, False, "no database"), empty, [], {}, {}
+            return DatabaseInfo(path, False, "no database"), empty, [], {}, {}, {}, now
         mono = time.monotonic()
         if self._store_cache is not None and not sqlite_due(
             mono - self._store_read_at, self._store_cost, self.store_load_share
@@ -657,7 +713,7 @@ class StatusReader:
             conn = self._open_store().conn
             conn.execute("BEGIN")  # one read transaction: every count from the same moment
             try:
-                progress, failures, fallbacks = read_progress(conn, now)
+                progress, failures, fallbacks, recent = read_progress(conn, now)
                 ledger = read_ledger(conn, now)
             finally:
                 conn.execute("COMMIT")
@@ -666,12 +722,12 @@ class StatusReader:
                 self._store.close()
                 self._store = None
             self._store_cache = None
-            return DatabaseInfo(path, False, one_line(str(exc))), empty, [], {}, {}
+            return DatabaseInfo(path, False, one_line(str(exc))), empty, [], {}, {}, {}, now
         self._store_cost = time.perf_counter() - started
         self._store_read_at = mono
         progress.read_ms = round(self._store_cost * 1000, 1)
         progress.as_of = _iso(now)
-        self._store_cache = (DatabaseInfo(path, True), progress, failures, fallbacks, ledger)
+        self._store_cache = (DatabaseInfo(path, True), progress, failures, fallbacks, ledger, recent, now)
         return self._store_cache
 
     # -- Redis (redis-py is imported here, not at the top: ~100 ms that the SQLite thread overlaps)

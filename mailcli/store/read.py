@@ -1,4 +1,4 @@
-"""Reading results: the export record of SPEC §5, and the rows behind `results` and `show`."""
+"""Reading results: the export record (docs/export.md), and the rows behind `results` and `show`."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _loads(text: str | None) -> Any:
 
 
 def export_records(store: Store, *, conversation_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """One SPEC §5 record per email, streamed (no full result set in memory)."""
+    """One export record per email, streamed (no full result set in memory)."""
     where, params = "", ()
     if conversation_id:
         where, params = "WHERE e.conversation_id = ?", (conversation_id,)

@@ -12,7 +12,7 @@ MIGRATIONS: list[str] = [
 
     CREATE TABLE emails (
         rowid INTEGER PRIMARY KEY,
-        id TEXT NOT NULL,                    -- SPEC §5 id: the input's id, else the Message-ID
+        id TEXT NOT NULL,                    -- the export record's id: the input's id, else the Message-ID
         dedupe_key TEXT NOT NULL UNIQUE,
         message_id TEXT,
         source_id TEXT,
@@ -79,7 +79,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE email_analysis (
         email_rowid INTEGER PRIMARY KEY REFERENCES emails (rowid) ON DELETE CASCADE,
         conversation_id TEXT NOT NULL,
-        phase1 TEXT NOT NULL,                -- JSON, SPEC §5 phase1
+        phase1 TEXT NOT NULL,                -- JSON, the export record's phase1
         priority TEXT NOT NULL,
         phase2 TEXT,                         -- JSON incl. source, model, prompt_version
         phase2_key TEXT,                     -- model|prompt_version|input_hash: what phase 2 answered
