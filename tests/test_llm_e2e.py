@@ -496,6 +496,7 @@ def test_ollama_unreachable_is_said_once_with_the_fix_and_the_results_say_what_g
     line = "Ollama is not reachable at http://127.0.0.1:9"
     inline = run_ok(home, "analyze", "--inline")
     assert inline.stderr.count(line) == 1 and "`ollama serve`" in inline.stderr and "OLLAMA_HOST" in inline.stderr
+    assert inline.stderr.count("127.0.0.1:9") == 1, inline.stderr  # the breaker opening is not said again
     queued = run_ok(home, "analyze", "--reanalyze")
     assert queued.stderr.count(line) == 1
     err = burst(home, env=None)

@@ -529,3 +529,20 @@ def test_redis_commands_leave_a_redis_url_server_alone(home):
     assert status.returncode == 0 and "REDIS_URL is set" in status.stdout and "secret" not in status.stdout
     stop = home.run("redis", "stop", env=env)
     assert stop.returncode == 2 and "does not stop it" in stop.stderr and "secret" not in stop.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_clean_stops_the_embedded_redis_of_data(short_dir: Path):
+    """`make clean` in a checkout whose .venv is this one (a link: clean removes the link only)."""
+    shutil.copy(REPO / "Makefile", short_dir / "Makefile")
+    (short_dir / ".venv").symlink_to(REPO / ".venv")
+    server = EmbeddedRedis(short_dir / "data" / "redis")
+    server.ensure()
+    pid = server.pid()
+    assert pid is not None
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MAILCLI_HOME", "MAKEFLAGS", "MFLAGS")}
+    proc = subprocess.run(["make", "clean"], cwd=short_dir, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped the embedded Redis" in proc.stdout
+    wait_for(lambda: pid_gone(pid), 10, "the server to exit")
+    assert not (short_dir / "data").exists() and (REPO / ".venv" / "bin" / "python").exists()

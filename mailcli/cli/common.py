@@ -178,4 +178,11 @@ def check_llm_once(cfg: Settings, phases: tuple[int, ...]) -> list[Any]:
     for p in problems:
         label = "[bold red]error:[/]" if p.kind == "model_missing" else "[yellow]warning:[/]"
         err_console.print(f"{label} {p.message}", highlight=False, markup=True, soft_wrap=True)
+    if problems:
+        # said once, here: the client's and the phases' warnings about the same failure (a breaker
+        # opening, emails left unanswered) would say it again; --debug still shows them
+        for name in ("mailcli.llm", "mailcli.analysis.llm"):
+            logger = logging.getLogger(name)
+            if not logger.isEnabledFor(logging.DEBUG):
+                logger.setLevel(logging.ERROR)
     return problems

@@ -235,6 +235,11 @@ def exposition(snap: Snapshot) -> str:
             "Emails analysed per minute over the time observed: since the run began, at most 5 minutes.",
             [({}, pr.rate_per_min)],
         )
+        g(
+            "mailcli_throughput_observed_seconds",
+            "The seconds the throughput is taken over: since the run began, at most 300.",
+            [({}, pr.rate_observed_s)],
+        )
         g("mailcli_eta_seconds", "Remaining emails divided by the recent rate.", [({}, pr.eta_s)])
         g("mailcli_rejects", "Input records rejected at ingest.", [({}, pr.rejects)])
 
