@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import faulthandler
 import logging
-import math
 import os
 import signal
 import socket
@@ -34,7 +33,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 from mailcli.config import Settings
-from mailcli.pool import state
+from mailcli.pool import state, verdicts
 from mailcli.pool.autoscale import Decision, PoolView, decide
 from mailcli.pool.worker import rss_with_children
 from mailcli.queue.jobs import (
@@ -50,9 +49,6 @@ log = logging.getLogger("mailcli.pool")
 
 TICK = 0.2
 STOPPING_TICK = 0.05  # while workers exit
-IDLE_RSS_HEADROOM = 1.25  # a --max-memory below an idle worker is raised to its RSS times this
-CRASH_WINDOW = 10.0  # a worker that dies this soon after starting, having done nothing, is crashing
-MAX_BACKOFF = 60.0
 DEAD_POOL_AFTER = 5.0  # seconds without a heartbeat (published every tick) before a pool counts as gone
 WORK_GAP = 2.0  # seconds with no job waiting or running before the current work counts as over
 
@@ -123,7 +119,7 @@ class Supervisor:
         self._coordinator_stop = threading.Event()
         self._feeding = threading.Event()
         self._feeding.set()
-        self._idle_evidence = 0  # consecutive ticks on which no work was seen anywhere
+        self._idle_evidence = 0  # ticks in a row that showed a burst run done (verdicts.burst_evidence)
         self._work_done = threading.Event()
         self._pending_remote = 0
         self._signals = 0
@@ -291,27 +287,27 @@ class Supervisor:
             state.forget_worker(self.conn, wp.name)
         except redis.RedisError:
             pass
-        expected = wp.phase in ("stopping", "recycling") or (code == 0 and (self.cfg.max_jobs or self.cfg.burst))
-        if wp.phase == "killed" or expected:
-            self.crashes = 0 if expected else self.crashes
-            if wp.phase != "stopping":
-                self.replaced += 1
-            return
-        # an unexpected death
-        lived = time.monotonic() - wp.started
-        did_nothing = int(info.get("jobs_done") or 0) == 0 and int(info.get("jobs_failed") or 0) == 0
-        if lived < CRASH_WINDOW and did_nothing and not requeued:
-            self.crashes += 1
-            delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.crashes - 1))
-            self.next_spawn_at = time.monotonic() + delay
+        ob = verdicts.bury(
+            verdicts.Death(
+                phase=wp.phase,
+                exit_code=code,
+                lived=time.monotonic() - wp.started,
+                did_nothing=int(info.get("jobs_done") or 0) == 0 and int(info.get("jobs_failed") or 0) == 0,
+                job_requeued=requeued,
+                stops_by_itself=bool(self.cfg.max_jobs or self.cfg.burst),
+                crashes=self.crashes,
+            )
+        )
+        self.crashes = ob.crashes
+        self.replaced += ob.replaced
+        if ob.kind == "crashed":
+            self.next_spawn_at = time.monotonic() + ob.backoff
             self.crash_reason = _log_tail(wp.log_path) or _exit_text(code)
             log.error(
-                "worker crashed on start (%d in a row; next try in %.1fs): %s", self.crashes, delay, self.crash_reason
+                "worker crashed on start (%d in a row; next try in %.1fs): %s", ob.crashes, ob.backoff, self.crash_reason
             )
-        else:
-            self.crashes = 0
+        elif ob.kind == "died":
             log.warning("worker %s died (%s); replacing it", wp.name, _exit_text(code))
-        self.replaced += 1
 
     def _recover_later(self) -> None:
         """Requeue the jobs of workers that died while Redis was away, now that it may be back."""
@@ -356,29 +352,35 @@ class Supervisor:
                 wp.jobs_done = int(done or 0)
             if wp.phase == "killed":
                 continue
-            # a heartbeat that stopped: the process exists but is not alive (stopped, wedged)
-            age = wall - wp.heartbeat if wp.heartbeat else now - wp.started
-            if judge and age > self.cfg.heartbeat_timeout:
-                self.kill_worker(wp, f"no heartbeat for {age:.0f}s")
-                continue
             if limit and wp.proc is not None:
                 wp.rss = rss_with_children(wp.proc)
-                if wp.jobs_done == 0 and wp.state != "busy" and not wp.job_id and wp.rss > limit:
-                    # over the limit before running anything: a replacement would be too, and be
-                    # recycled for ever; the limit starts from what an idle worker takes
-                    self._raise_limit_to_idle(wp.rss)
-                    limit = self.cfg.max_memory_mb * 1024 * 1024
-                    continue
-                if wp.rss > 1.5 * limit:
-                    self.kill_worker(wp, f"RSS {wp.rss / 2**20:.0f} MB over 1.5 x the {self.cfg.max_memory_mb:.0f} MB limit")
-                elif wp.rss > limit and wp.phase == "running":
-                    self.stop_worker(wp, "recycling", f"RSS {wp.rss / 2**20:.0f} MB over {self.cfg.max_memory_mb:.0f} MB")
+            verdict = verdicts.judge(
+                verdicts.Health(
+                    phase=wp.phase,
+                    state=wp.state,
+                    holds_job=bool(wp.job_id),
+                    jobs_done=wp.jobs_done,
+                    # a heartbeat that stopped: the process exists but is not alive (stopped, wedged)
+                    heartbeat_age=wall - wp.heartbeat if wp.heartbeat else now - wp.started,
+                    heartbeat_timeout=self.cfg.heartbeat_timeout,
+                    heartbeats_trusted=judge,
+                    rss=wp.rss if limit and wp.proc is not None else None,
+                    max_memory_mb=self.cfg.max_memory_mb,
+                )
+            )
+            if verdict.action == "kill":
+                self.kill_worker(wp, verdict.reason)
+            elif verdict.action == "recycle":
+                self.stop_worker(wp, "recycling", verdict.reason)
+            elif verdict.action == "raise_limit":
+                self._raise_limit_to_idle(wp.rss, verdict.new_limit_mb)
+                limit = self.cfg.max_memory_mb * 1024 * 1024
 
-    def _raise_limit_to_idle(self, rss: int) -> None:
+    def _raise_limit_to_idle(self, rss: int, new_limit_mb: float | None) -> None:
         """The limit becomes an idle worker's RSS plus a quarter (idle workers grow a little too);
         said once as an error, later raises (a bigger idle worker) only in the debug log."""
         given = self.cfg.max_memory_mb
-        self.cfg.max_memory_mb = math.ceil(rss / 2**20 * IDLE_RSS_HEADROOM)
+        self.cfg.max_memory_mb = new_limit_mb
         say = log.debug if self._idle_limit_said else log.error
         self._idle_limit_said = True
         say(
@@ -477,23 +479,18 @@ class Supervisor:
     def _check_burst_done(self) -> None:
         if not self.cfg.burst:
             return
+        work_seen = False
         if self.cfg.remote:
             try:
                 depths = queue_depths(self.conn)
-                busy = any(w.state == "busy" for w in self.workers.values())
-                if not busy and not any(d["queued"] or d["started"] or d["retrying"] for d in depths.values()):
-                    self._idle_evidence += 1
-                else:
-                    self._idle_evidence = 0
             except redis.RedisError:
                 return
-        elif self._work_done.is_set():
-            # the coordinator's word is final: SQLite owes nothing and every result is in it
-            self._idle_evidence = 3
-        else:
-            self._idle_evidence = 0
-        # remote pools judge from Redis alone, which a job between two lists can fool for a moment
-        if self._idle_evidence >= 3:
+            busy = any(w.state == "busy" for w in self.workers.values())
+            work_seen = busy or any(d["queued"] or d["started"] or d["retrying"] for d in depths.values())
+        self._idle_evidence = verdicts.burst_evidence(
+            self._idle_evidence, remote=self.cfg.remote, coordinator_done=self._work_done.is_set(), work_seen=work_seen
+        )
+        if self._idle_evidence >= verdicts.IDLE_EVIDENCE:
             log.warning("burst: all work done")
             self.begin_shutdown(self.cfg.timeout)
 
