@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -121,7 +120,7 @@ class Supervisor:
         self._feeding.set()
         self._idle_evidence = 0  # ticks in a row that showed a burst run done (verdicts.burst_evidence)
         self._work_done = threading.Event()
-        self._pending_remote = 0
+        self.coordinator = None  # the feeder and sink's thread (mailcli.pool.coordinator); none with --remote
         self._signals = 0
         self._src_mtime = _source_mtime() if cfg.reload else 0.0
         logging.getLogger("rq.scheduler").setLevel(logging.WARNING)  # its lock chatter is not news
@@ -154,7 +153,18 @@ class Supervisor:
             ", remote (workers only)" if self.cfg.remote else "",
         )
         if not self.cfg.remote:
-            self._coordinator = threading.Thread(target=self._coordinate, name="mailcli-coordinator", daemon=True)
+            from mailcli.pool.coordinator import Coordinator
+
+            self.coordinator = Coordinator(
+                self.settings,
+                window=self.cfg.window,
+                burst=self.cfg.burst,
+                stop=self._coordinator_stop,
+                feeding=self._feeding,
+                done_event=self._work_done,
+                on_give_up=self._set_give_up,
+            )
+            self._coordinator = threading.Thread(target=self.coordinator.run, name="mailcli-coordinator", daemon=True)
             self._coordinator.start()
         self._sweep_orphans(startup=True)
         try:
@@ -171,6 +181,10 @@ class Supervisor:
         finally:
             self._finish()
         return self.exit_code
+
+    def _set_give_up(self, reason: str) -> None:
+        """From the coordinator: Redis stayed away past the limit; the next tick stops the pool."""
+        self._give_up = reason
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -394,7 +408,7 @@ class Supervisor:
     def _backlog(self) -> int:
         depths = queue_depths(self.conn)
         queued = sum(d["queued"] for d in depths.values())
-        pending = self._pending_remote
+        pending = self.coordinator.pending if self.coordinator is not None else 0
         if self.cfg.remote:
             try:
                 pending = int(self.conn.get("mailcli:pending") or 0)
@@ -641,148 +655,12 @@ class Supervisor:
         except redis.RedisError:
             pass
 
-    # -- the coordinator thread: feeder and sink -------------------------------------------
-
-    def _coordinate(self) -> None:
-        from mailcli.pool.feeder import Reconciler, feed_once, mark_failed_jobs, pending_count
-        from mailcli.pool.sink import Sink
-        from mailcli.queue.redis_server import EmbeddedRedis, RedisUnavailable, connect, describe
-        from mailcli.store.db import Store
-
-        store = Store.open(self.settings.db)
-        conn = connect(self.settings)
-        sink = Sink(store, conn)
-        self._reconciler = Reconciler()
-        embedded = None if self.settings.redis_url else EmbeddedRedis(self.settings.redis_dir)
-        last_feed = last_failed = last_heal = 0.0
-        reconciled = False
-        db_error_since: float | None = None
-        redis_down_since: float | None = None
-        try:
-            while True:
-                stop = self._coordinator_stop.is_set()
-                try:
-                    applied = sink.drain(block_ms=100 if not stop else None)
-                    now = time.monotonic()
-                    if self._feeding.is_set() and now - last_feed > 0.3:
-                        if not reconciled and sink.pending() == 0:
-                            # jobs an earlier run left in SQLite as queued but Redis no longer has
-                            self._reconciler.run(store, conn, drain=lambda: _drain_all(sink))
-                            reconciled = True
-                        feed_once(store, conn, self.settings, self.cfg.window)
-                        last_feed = now
-                    if now - last_failed > 2:
-                        mark_failed_jobs(store, conn)
-                        last_failed = now
-                        if embedded is not None and embedded.socket_lost() is not None:
-                            # connections made before still work, new ones fail: restart it now
-                            # rather than let workers fail one by one
-                            embedded.ensure()
-                            raise redis.ConnectionError("the embedded Redis was restarted on a new socket")
-                    self._pending_remote = pending_count(store)
-                    if self.cfg.burst and applied == 0:
-                        self._work_done.set() if self._all_done(store, conn, sink) else self._work_done.clear()
-                    elif applied == 0 and now - last_heal > 2:
-                        # a long-running pool heals too: work Redis lost (a restart without persistence)
-                        # is found once Redis has nothing left to do, and requeued from SQLite
-                        self._all_done(store, conn, sink)
-                        last_heal = now
-                    if redis_down_since is not None:
-                        log.warning("Redis answers again after %.0f s; the pool resumes", now - redis_down_since)
-                        redis_down_since = None
-                    if db_error_since is not None and applied:
-                        log.warning("the database is writable again; results flow from Redis to SQLite")
-                        db_error_since = None
-                    if stop and applied == 0:
-                        break
-                except redis.RedisError as exc:
-                    if redis_down_since is None:
-                        # one line per outage, naming the server and the fix; quiet retries after it
-                        log.error(
-                            "Redis (%s) is unreachable: %s; %s. The pool waits and resumes when it answers",
-                            describe(self.settings), exc,
-                            "start it again or fix REDIS_URL" if self.settings.redis_url
-                            else "restarting the embedded server",
-                        )  # fmt: skip
-                        redis_down_since = time.monotonic()
-                    else:
-                        log.debug("redis still unavailable (%s); retrying", exc)
-                        if time.monotonic() - redis_down_since > self.settings.redis_outage_limit:
-                            self._give_up = (
-                                f"Redis ({describe(self.settings)}) has been unreachable for"
-                                f" {self.settings.redis_outage_limit} s: stopping the pool (exit 4). Start Redis"
-                                f"{' or fix REDIS_URL' if self.settings.redis_url else ''} and run"
-                                " `mailcli workers start` again; nothing acknowledged is lost"
-                            )
-                            if stop:
-                                break
-                    time.sleep(0.5)
-                    if not self.settings.redis_url:
-                        # the embedded server is this host's to keep: one that crashed or was stopped
-                        # is started again (from its append-only file)
-                        try:
-                            EmbeddedRedis(self.settings.redis_dir).ensure()
-                        except RedisUnavailable as exc2:
-                            log.error("%s", exc2)
-                    try:
-                        sink.ensure_group()
-                    except redis.RedisError:
-                        pass
-                except sqlite3.Error as exc:
-                    # disk full, database locked past its timeout, I/O error: the batch was rolled back
-                    # and not acknowledged, so it stays in Redis and is applied once SQLite can take it
-                    now = time.monotonic()
-                    if db_error_since is None or now - db_error_since > 30:
-                        log.error(
-                            "cannot write %s (%s): results wait in Redis until it can be written; %s",
-                            self.settings.db, exc, _db_fix(exc),
-                        )  # fmt: skip
-                        db_error_since = now
-                    if stop:
-                        break
-                    time.sleep(1.0)
-        finally:
-            store.close()
-
-    def _all_done(self, store, conn, sink) -> bool:
-        from mailcli.pool.feeder import mark_failed_jobs
-
-        owed = store.conn.execute(
-            "SELECT count(*) FROM conversations WHERE status IN ('pending', 'queued')"
-        ).fetchone()[0]
-        if owed == 0:
-            return sink.pending() == 0
-        depths = queue_depths(conn)
-        if any(d["queued"] or d["started"] or d["retrying"] for d in depths.values()) or sink.pending():
-            return False
-        # nothing in Redis yet SQLite still owes: failed jobs to mark, or jobs Redis lost
-        mark_failed_jobs(store, conn)
-        self._reconciler.run(store, conn, drain=lambda: _drain_all(sink))
-        return False
-
-
-def _drain_all(sink) -> None:
-    """Apply every result already in the stream (the reconciler's step before it releases work).
-    The first call may only finish the backlog of unacknowledged entries, hence two rounds."""
-    for _ in range(2):
-        while sink.drain():
-            pass
-
 
 def _alive(pid: int) -> bool:
     try:
         return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _db_fix(exc: Exception) -> str:
-    text = str(exc).lower()
-    if "full" in text:
-        return "free disk space (nothing acknowledged is lost)"
-    if "locked" in text or "busy" in text:
-        return "another process holds a long write lock on the database; stop it"
-    return "check the disk and the file's permissions"
 
 
 def _exit_text(code: int) -> str:
