@@ -358,10 +358,10 @@ def export(
 
 
 def _register_subcommands() -> None:
-    """Commands that live in their own modules (workers, status, test-loading, failed)."""
+    """Commands that live in their own modules (workers, status, test-loading, failed, report)."""
     import importlib
 
-    for module in ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks"):
+    for module in ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks", "mailcli.cli.report"):
         try:
             importlib.import_module(module).register(app)
         except ImportError as exc:
