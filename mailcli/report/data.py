@@ -9,6 +9,7 @@ top N), so the file stays a few MB whatever the mailbox's size.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 from collections import Counter, defaultdict
@@ -162,18 +163,30 @@ def _conversations(conn, cwhere: str, cparams: list[Any]) -> dict[str, dict[str,
 
 
 def _email_pass(conn, scope: Scope, cwhere: str, cparams: list[Any], convs: dict[str, dict]) -> dict[str, Any]:
-    """One streamed pass over the emails in scope: every chart's series and the entity index."""
+    """One streamed pass over the emails in scope: every chart's series and the entity index.
+
+    SQLite extracts the phase 1 fields the page uses (cheaper than parsing each whole phase 1 object in
+    Python); the entity lists arrive as JSON text, mostly "[]", and only the others are parsed. The rows
+    come in conversation order (the emails_conversation index), so an entity's conversations are counted
+    exactly by noticing when the conversation changes."""
     where = [cwhere] if cwhere else []
     params = list(cparams)
     if scope.since:
         where.append("e.date >= ?")
         params.append(scope.since)
+    p1 = "ea.phase1"
     sql = (
-        "SELECT e.conversation_id, e.date, e.from_addr, ea.phase1, json_extract(ea.phase2, '$.source'),"
-        " json_extract(ea.phase2, '$.fallback_reason')"
-        " FROM emails e JOIN conversations c ON c.id = e.conversation_id"
-        " LEFT JOIN email_analysis ea ON ea.email_rowid = e.rowid"
+        "SELECT e.conversation_id, e.date, e.from_addr, ea.phase1 IS NOT NULL,"
+        f" json_extract({p1}, '$.priority'), json_extract({p1}, '$.urgency_score'),"
+        f" json_extract({p1}, '$.workflow_state'), json_extract({p1}, '$.financial_impact'),"
+        # the entity lists in one JSON array of arrays: one parse per email, none for "[[],[],[],[]]"
+        + f" json_extract({p1}, " + ", ".join(f"'$.{kind}'" for kind, _ in ENTITY_KINDS) + ")"
+        + ", json_extract(ea.phase2, '$.source'), json_extract(ea.phase2, '$.fallback_reason')"
+        " FROM emails e"
+        + (" JOIN conversations c ON c.id = e.conversation_id" if cwhere else "")
+        + " LEFT JOIN email_analysis ea ON ea.email_rowid = e.rowid"
         + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY e.conversation_id"
     )
     week_cache: dict[str, str] = {}
     n = undated = analysed = 0
@@ -187,10 +200,13 @@ def _email_pass(conn, scope: Scope, cwhere: str, cparams: list[Any], convs: dict
     domains: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     conv_stage: dict[str, int] = {}
     conv_urgency: dict[str, int] = {}
-    # (kind index, value) -> [largest amount, emails, {conversation ids (first 3)}, conversations seen]
-    entities: dict[tuple[int, str], list[Any]] = {}
-    kinds = [k for k, _ in ENTITY_KINDS]
-    for cid, when, sender, p1_text, p2_source, p2_reason in conn.execute(sql, params):
+    # per kind: value -> [largest amount, emails, first 3 conversation ids, conversations, last conversation]
+    entities: list[dict[str, list[Any]]] = [{} for _ in ENTITY_KINDS]
+    loads = json.loads
+    no_entities = "[" + ",".join("[]" for _ in ENTITY_KINDS) + "]"
+    for row in conn.execute(sql, params):
+        cid, when, sender, has_p1, prio, urgency, state, impact = row[:8]
+        p2_source, p2_reason = row[9], row[10]
         n += 1
         week = None
         if when:
@@ -205,14 +221,13 @@ def _email_pass(conn, scope: Scope, cwhere: str, cparams: list[Any], convs: dict
             p2_sources[p2_source] += 1
             if p2_source == "fallback":
                 p2_reasons[reason_group(p2_reason)] += 1
-        if p1_text is None:
+        if not has_p1:
             continue
         analysed += 1
-        p1 = json.loads(p1_text)
-        urgency = int(p1.get("urgency_score") or 0)
-        prio = p1.get("priority") or "low"
-        state = p1.get("workflow_state") or "START_POINT"
-        impact = float(p1.get("financial_impact") or 0.0)
+        urgency = int(urgency or 0)
+        prio = prio or "low"
+        state = state or "START_POINT"
+        impact = float(impact or 0.0)
         email_priorities[prio] += 1
         states[state] += 1
         if week is not None:
@@ -236,20 +251,23 @@ def _email_pass(conn, scope: Scope, cwhere: str, cparams: list[Any], convs: dict
             conv_stage[cid] = stage
         if conv_urgency.get(cid, -1) < urgency:
             conv_urgency[cid] = urgency
-        for ki, kind in enumerate(kinds):
-            for value in p1.get(kind) or ():
-                key = (ki, value)
-                ent = entities.get(key)
+        lists = row[8]
+        if not lists or lists == no_entities:
+            continue
+        for table, values in zip(entities, loads(lists), strict=True):
+            for value in values or ():
+                ent = table.get(value)
                 if ent is None:
-                    entities[key] = [impact, 1, [cid], 1]
-                else:
-                    if impact > ent[0]:
-                        ent[0] = impact
-                    ent[1] += 1
-                    if cid not in ent[2]:
-                        ent[3] += 1
-                        if len(ent[2]) < 3:
-                            ent[2].append(cid)
+                    table[value] = [impact, 1, [cid], 1, cid]
+                    continue
+                if impact > ent[0]:
+                    ent[0] = impact
+                ent[1] += 1
+                if ent[4] != cid:
+                    ent[4] = cid
+                    ent[3] += 1
+                    if len(ent[2]) < 3:
+                        ent[2].append(cid)
     return {
         "emails": n,
         "undated": undated,
@@ -321,24 +339,19 @@ def _fill_weeks(weeks: list[str], limit: int = 520) -> list[str]:
     return [(start + timedelta(weeks=i)).isoformat() for i in range(min(span, limit))]
 
 
-def _entity_index(entities: dict[tuple[int, str], list[Any]], convs: dict[str, dict]) -> dict[str, Any]:
+def _entity_index(entities: list[dict[str, list[Any]]], convs: dict[str, dict]) -> dict[str, Any]:
     """The entities with the largest amounts (ENTITY_LIMIT per kind), in a compact shape for the page:
     rows [kind, value, largest amount, emails, conversations, [conversation indexes]] and a conversation
     table [id, subject] they point into."""
-    by_kind: dict[int, list[tuple[tuple[int, str], list[Any]]]] = defaultdict(list)
-    for key, ent in entities.items():
-        by_kind[key[0]].append((key, ent))
     rows: list[list[Any]] = []
     conv_index: dict[str, int] = {}
     conv_table: list[list[str]] = []
     totals, left_out = [], []
-    for ki in range(len(ENTITY_KINDS)):
-        items = by_kind.get(ki, [])
-        totals.append(len(items))
-        items.sort(key=lambda kv: (-kv[1][0], -kv[1][1], kv[0][1]))
-        kept = items[:ENTITY_LIMIT]
-        left_out.append(len(items) - len(kept))
-        for (_, value), (amount, n_emails, cids, n_convs) in kept:
+    for ki, table in enumerate(entities):
+        totals.append(len(table))
+        kept = heapq.nsmallest(ENTITY_LIMIT, table.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+        left_out.append(len(table) - len(kept))
+        for value, (amount, n_emails, cids, n_convs, _) in kept:
             refs = []
             for cid in cids:
                 if cid not in conv_index:
@@ -359,8 +372,9 @@ def _entity_index(entities: dict[tuple[int, str], list[Any]], convs: dict[str, d
 def _attention(conn, convs: dict[str, dict], conv_urgency: dict[str, int]) -> dict[str, Any]:
     """Critical and high conversations, most urgent first, with what each phase found."""
     urgent = [c for c in convs.values() if c["priority"] in ("critical", "high")]
-    urgent.sort(key=lambda c: (PRIORITY_RANK[c["priority"]], -conv_urgency.get(c["id"], 0),
-                               _neg_date(c["last_date"]), c["id"]))  # fmt: skip
+    # most urgent first: priority, then urgency score, then the latest email (two stable sorts)
+    urgent.sort(key=lambda c: (c["last_date"] or "", c["id"]), reverse=True)
+    urgent.sort(key=lambda c: (PRIORITY_RANK[c["priority"]], -conv_urgency.get(c["id"], 0)))
     shown = urgent[:ATTENTION_LIMIT]
     cards = []
     for i, conv in enumerate(shown):
@@ -372,13 +386,6 @@ def _attention(conn, convs: dict[str, dict], conv_urgency: dict[str, int]) -> di
         "cards": cards,
         "limit": ATTENTION_LIMIT,
     }
-
-
-def _neg_date(value: str | None) -> str:
-    """A sort key that puts later dates first (and undated last) in an ascending sort."""
-    if not value:
-        return "\uffff"
-    return "".join(chr(0x10FFFF - ord(ch)) if ord(ch) < 0x10FFFF else ch for ch in value)
 
 
 def _card(conn, conv: dict[str, Any], index: int, urgency: int) -> dict[str, Any]:
