@@ -76,15 +76,15 @@ class Scope:
         return ", ".join(parts) if parts else "the whole store"
 
 
-_POSITION = re.compile(r"\b(character|char|line|column|col|position|offset) \d+")
+_POSITION = re.compile(r"\b(character|char|line|column|col|position|offset|in) \d+")
 
 
 def reason_group(text: str | None) -> str:
-    """A fallback or error reason with its varying positions taken out ("at character 379"), so that alike
-    reasons count as one."""
+    """A fallback or error reason with its varying positions and waits taken out ("at character 379",
+    "next probe in 30s"), so that alike reasons count as one."""
     if not text:
         return "(no reason given)"
-    return _POSITION.sub(r"\1 N", " ".join(text.split()))[:200]
+    return _POSITION.sub(r"\1 N", " ".join(text.split()))[:300]
 
 
 def _week(day: str, cache: dict[str, str]) -> str | None:
