@@ -106,6 +106,26 @@ def test_report_is_one_private_self_contained_file_with_every_section(analysed: 
     assert sum(data["charts"]["priority"]["conversations"]) == convs
     assert data["run"]["calls"] == calls and data["run"]["latency"]["series"]
     assert {"1", "2", "3"} >= set(data["run"]["throughput"]["phases"]) >= {"2", "3"}
+    assert sum(sum(v) for v in data["run"]["throughput"]["phases"].values()) == calls
+
+
+def test_entity_index_counts_match_the_store(analysed: Home, page: Path):
+    data = _page_data(page.read_text(encoding="utf-8"))["entities"]
+    kinds = {"PO": "po_numbers", "Quote": "quote_numbers", "Case": "case_numbers", "Part": "part_numbers"}
+    checked = 0
+    with analysed.store() as store:
+        for kind_index, value, amount, n_emails, n_convs, refs in data["rows"][::7]:
+            field = kinds[data["kinds"][kind_index]]
+            emails, convs, largest = store.conn.execute(
+                "SELECT count(*), count(DISTINCT ea.conversation_id),"
+                " max(json_extract(ea.phase1, '$.financial_impact'))"
+                f" FROM email_analysis ea, json_each(ea.phase1, '$.{field}') j WHERE j.value = ?",
+                (value,),
+            ).fetchone()
+            assert (n_emails, n_convs, amount) == (emails, convs, round(largest, 2)), value
+            assert 1 <= len(refs) == min(3, convs)
+            checked += 1
+    assert checked > 20
 
 
 def test_needs_attention_lists_critical_then_high_with_what_each_phase_found(page: Path):
