@@ -10,7 +10,10 @@ repairs). No Ollama is needed and the figures do not depend on one.
 
 Timed, interleaved, median of R each: the whole `mailcli report -o FILE` command against the whole
 `mailcli export -o FILE` command (both read every email of the same database and write one file), launch
-to exit. The page's size is the second figure, against the export's size.
+to exit; the target is the ratio (the report no slower than the export, which also reads every email and
+writes one file), the seconds are the value. On this shared 2-core machine the wall time also measures
+the other processes' load: the CPU time of both commands goes in the note. The page's size is the
+second figure, against the export's size.
 """
 
 from __future__ import annotations
@@ -177,8 +180,8 @@ def run(n: int = 100_000, repeats: int = 5) -> list[Figure]:
             baseline_name="`mailcli export -o FILE` of the same database",
             baseline=round(b, 2),
             ratio=round(b / v, 2),
-            target="<= 5 s",
-            met=v <= 5,
+            target=">= 1.0x",
+            met=b / v >= 1.0,
             runs=repeats,
             note=f"launch to exit, interleaved; CPU (user + sys) median {median(ours_cpu):.2f} s against"
             f" {median(base_cpu):.2f} s for export; store {origin}, plus phase 2/3 answers and a call ledger"
