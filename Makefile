@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SAMPLES := samples/graph.jsonl samples/flat.jsonl samples/malformed.jsonl samples/mbox samples/eml
 
-.PHONY: profile install demo test test-reliability lint bench bench-full clean
+.PHONY: profile install chromium demo test test-reliability lint bench bench-full clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,16 +15,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: ingest the samples and analyse them with a pool in burst mode, on the embedded defaults;
-## the results come last: without Ollama their last lines say why conversations are partial and the fix
+# chromium: the browser tests/test_report.py opens `mailcli report`'s page in (Debian's package); installed
+# when missing and this is root with apt-get (CI is), else the browser tests say why they skip
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian package) for the report's browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser tests will skip"; fi; }
+
+## demo: ingest the samples, analyse them with a pool in burst mode on the embedded defaults, write the
+## report; without Ollama the results' last lines say why conversations are partial and the fix
 demo: install
 	$(BIN)/mailcli ingest $(SAMPLES)
 	$(BIN)/mailcli workers start --min 2 --max 4 --burst
 	$(BIN)/mailcli export -o data/export.jsonl
 	$(BIN)/mailcli results --limit 20
+	$(BIN)/mailcli report -o data/report.html
+	@echo "report: $(CURDIR)/data/report.html"
 
 ## test: the whole suite (real Redis, real SQLite, real worker processes)
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-reliability: install

@@ -37,6 +37,8 @@ SCENARIOS: dict[str, tuple[str, dict, dict]] = {
     "redis_peak": ("benchmarks.bench_redis_peak", {"n": 200_000}, {"n": 1_000_000}),
     # after "pool": reuses the database it analysed (same size)
     "status": ("benchmarks.bench_status", {"n": 100_000, "repeats": 7}, {"n": 100_000, "repeats": 15}),
+    # after "status": reuses the phase-1 database it analysed (same size), adds phase 2/3 rows and a ledger
+    "report": ("benchmarks.bench_report", {"n": 100_000, "repeats": 3}, {"n": 100_000, "repeats": 5}),
 }
 
 

@@ -417,10 +417,11 @@ def export(
 
 
 def _register_subcommands() -> None:
-    """Commands that live in their own modules (workers, status, test-loading, failed, redis)."""
+    """Commands that live in their own modules (workers, status, test-loading, failed, redis, report)."""
     import importlib
 
-    for module in ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks", "mailcli.cli.redis_cmd"):
+    modules = ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks", "mailcli.cli.redis_cmd", "mailcli.cli.report")
+    for module in modules:
         try:
             importlib.import_module(module).register(app)
         except ImportError as exc:
