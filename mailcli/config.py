@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,12 @@ ENV_VARS = {
     "ollama_host": "OLLAMA_HOST",
     "phase2_model": "MAILCLI_PHASE2_MODEL",
     "phase3_model": "MAILCLI_PHASE3_MODEL",
-    "debug": "MAILCLI_DEBUG",
     "llm_max_in_flight": "MAILCLI_LLM_MAX_IN_FLIGHT",
     "window": "MAILCLI_WINDOW",
     "redis_outage_limit": "MAILCLI_REDIS_OUTAGE_LIMIT",
+    "heartbeat_timeout": "MAILCLI_HEARTBEAT_TIMEOUT",
+    "heartbeat_interval": "MAILCLI_HEARTBEAT_INTERVAL",
+    "task_modules": "MAILCLI_TASK_MODULES",
 }
 
 
@@ -37,14 +39,15 @@ class Settings:
     ollama_host: str = DEFAULT_OLLAMA
     phase2_model: str = "llama3.2:3b"
     phase3_model: str = "phi4:14b"
-    debug: bool = False
     own_domains: tuple[str, ...] = ()
     partner_domains: tuple[str, ...] = ()
     key_senders: tuple[str, ...] = ()  # addresses or domains
     llm_max_in_flight: int = 3
     window: int = 10_000  # feeder: most conversation jobs held in Redis at once
     redis_outage_limit: int = 120  # seconds a pool waits for an unreachable Redis before it exits 4
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    heartbeat_timeout: float = 15.0  # seconds without a worker's heartbeat before it is killed
+    heartbeat_interval: float = 1.0  # seconds between a worker's heartbeats
+    task_modules: tuple[str, ...] = ()  # modules besides mailcli's whose functions workers may run (tests)
 
     @property
     def db(self) -> Path:
@@ -68,7 +71,7 @@ def _coerce(name: str, value: Any) -> Any:
     kind = str(kinds[name])
     if name in ("home", "db_path"):
         return Path(os.path.expanduser(str(value)))
-    if kind == "bool" or name == "debug":
+    if kind == "bool":
         if isinstance(value, bool):
             return value
         return str(value).strip().lower() in ("1", "true", "yes", "on")
@@ -80,6 +83,16 @@ def _coerce(name: str, value: Any) -> Any:
         if n < 1:
             raise ConfigError(f"{name} must be at least 1, got {n}")
         return n
+    if name in ("heartbeat_timeout", "heartbeat_interval"):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+        if x <= 0:
+            raise ConfigError(f"{name} must be above 0, got {x}")
+        return x
+    if name == "task_modules":
+        return tuple(m.strip() for m in (value.split(",") if isinstance(value, str) else value) if m.strip())
     if name in ("own_domains", "partner_domains", "key_senders"):
         if isinstance(value, str):
             value = value.split(",")
@@ -100,7 +113,7 @@ def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None, **
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{toml_path}: not valid TOML ({exc}); fix the file or remove it") from None
         section = data.get("mailcli", data)
-        known = {f.name for f in fields(Settings)} - {"extra"}
+        known = {f.name for f in fields(Settings)}
         # friendlier toml names
         aliases = {"data_dir": "home", "db": "db_path", "redis": "redis_url", "ollama": "ollama_host"}
         for key, value in section.items():

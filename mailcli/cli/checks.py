@@ -73,7 +73,7 @@ def _probe_worker(cfg, conn) -> list[Check]:
     from rq.serializers import JSONSerializer
 
     import mailcli
-    from mailcli.queue.jobs import PROBE_TASK
+    from mailcli.queue.jobs import NO_JOB, PROBE_TASK
 
     qname = f"mailcli-probe-{uuid.uuid4().hex[:8]}"
     q = Queue(qname, connection=conn, serializer=JSONSerializer)
@@ -154,7 +154,7 @@ def _probe_worker(cfg, conn) -> list[Check]:
     for job_id in (probe.id, missing.id):
         try:
             Job.fetch(job_id, connection=conn, serializer=JSONSerializer).delete()
-        except Exception:
+        except NO_JOB:
             pass
     conn.delete(f"rq:queue:{qname}")
     conn.srem("rq:queues", f"rq:queue:{qname}")

@@ -86,6 +86,7 @@ def start(
             reload=reload,
             remote=remote,
             window=window,
+            heartbeat_timeout=cfg_settings.heartbeat_timeout,
             debug=debug,
         ),
         conn,

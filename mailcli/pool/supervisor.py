@@ -66,7 +66,7 @@ class PoolConfig:
     reload: bool = False
     remote: bool = False
     window: int | None = None
-    heartbeat_timeout: float = float(os.environ.get("MAILCLI_HEARTBEAT_TIMEOUT", "15"))
+    heartbeat_timeout: float = 15.0  # Settings.heartbeat_timeout
     debug: bool = False
 
 

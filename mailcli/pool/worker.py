@@ -29,10 +29,10 @@ from mailcli import contract
 from mailcli.pool.state import publish_worker
 from mailcli.queue.jobs import TASK, PayloadJob
 
-HEARTBEAT_INTERVAL = float(os.environ.get("MAILCLI_HEARTBEAT_INTERVAL", "1.0"))
 # Whoever can write to Redis can put a job on our queues. A job names its function by dotted path, so
 # workers run functions of mailcli's task module only (plus modules a test names), never callbacks.
-TASK_MODULES = ("mailcli.queue.tasks", *filter(None, os.environ.get("MAILCLI_TASK_MODULES", "").split(",")))
+# (main() adds Settings.task_modules, which tests use for their own job functions)
+TASK_MODULES: tuple[str, ...] = ("mailcli.queue.tasks",)
 
 
 EXIT_WIRE_VERSION = 5  # this worker's mailcli speaks another wire version than the job's
@@ -90,9 +90,10 @@ def rss_with_children(proc: psutil.Process) -> int:
 class MailcliWorker(SimpleWorker):
     """SimpleWorker that publishes its state (job, age, counts, RSS, CPU) every second."""
 
-    def __init__(self, *args, pool_id: str = "", **kwargs):
+    def __init__(self, *args, pool_id: str = "", heartbeat_interval: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.pool_id = pool_id
+        self.heartbeat_interval = heartbeat_interval
         self.current_job_id: str | None = None
         self.current_job_started: float | None = None
         # jobs this process finished, counted here: RQ adds its own counts to the worker's hash in
@@ -211,7 +212,7 @@ class MailcliWorker(SimpleWorker):
 
     def _beat_loop(self) -> None:
         warned = False
-        while not self._beat_stop.wait(HEARTBEAT_INTERVAL):
+        while not self._beat_stop.wait(self.heartbeat_interval):
             self.publish(full=True)
             if os.getppid() != self._parent and not warned:
                 # our supervisor is gone: finish the job in hand, then leave (warm shutdown)
@@ -233,16 +234,20 @@ def main(argv: list[str] | None = None) -> int:
     from mailcli.queue.jobs import queues as all_queues
     from mailcli.queue.redis_server import connect
 
+    global TASK_MODULES
     level = "DEBUG" if args.debug or os.environ.get("MAILCLI_DEBUG") else "WARNING"
     logging.basicConfig(level=level, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
-    conn = connect(load_settings())
+    settings = load_settings()
+    TASK_MODULES = ("mailcli.queue.tasks", *settings.task_modules)
+    conn = connect(settings)
     if args.queues:
         qs = [Queue(q, connection=conn, serializer=JSONSerializer) for q in args.queues.split(",")]
     else:
         qs = all_queues(conn)
     worker = MailcliWorker(
-        qs, name=args.name, connection=conn, serializer=JSONSerializer, job_class=MailcliJob, pool_id=args.pool
-    )
+        qs, name=args.name, connection=conn, serializer=JSONSerializer, job_class=MailcliJob, pool_id=args.pool,
+        heartbeat_interval=settings.heartbeat_interval,
+    )  # fmt: skip
     worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level=level, with_scheduler=False)
     gc.freeze()  # exit without the final collection over everything imported: a pool stops sooner
     return 0

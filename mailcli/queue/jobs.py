@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -46,6 +46,10 @@ PHASE1_JOB_MAX_EMAILS = 400
 JOB_TIMEOUT_BASE = 120
 JOB_TIMEOUT_PER_EMAIL = 60
 RETRY = Retry(max=3, interval=[2, 8, 30])  # exponential backoff, in seconds
+# what Job.fetch raises for a job hash that is not there, or not one RQ can read; a Redis error is
+# neither (Redis away is not "no such job") and propagates
+UNREADABLE = (DeserializationError, ValueError, TypeError, KeyError, UnicodeDecodeError)
+NO_JOB = (NoSuchJobError, *UNREADABLE)
 RESULT_TTL = 30  # results travel by the results stream; a finished job need not linger in Redis
 FAILURE_TTL = 7 * 24 * 3600
 
@@ -134,7 +138,7 @@ def enqueue_conversations(conn: redis.Redis, priority: str, conversations: list[
         existing = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
     except NoSuchJobError:
         existing = None
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):  # an unreadable leftover under our id
+    except UNREADABLE:  # an unreadable leftover under our id
         conn.delete(Job.key_for(job_id))
         existing = None
     if existing is not None:
@@ -167,7 +171,7 @@ def requeue_started(conn: redis.Redis, job_id: str) -> bool:
     """
     try:
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
-    except Exception:
+    except NO_JOB:
         return False
     q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
     status = job.get_status(refresh=False)
@@ -253,7 +257,7 @@ def fail_started(conn: redis.Redis, job_id: str, reason: str) -> bool:
 
     try:
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
-    except Exception:
+    except NO_JOB:
         return False
     if job.get_status(refresh=False) != JobStatus.STARTED:
         return False
@@ -272,6 +276,6 @@ def failed_jobs(conn: redis.Redis, limit: int = 100) -> list[Job]:
         for job_id in reg.get_job_ids(0, limit - 1):
             try:
                 jobs.append(Job.fetch(job_id, connection=conn, serializer=JSONSerializer))
-            except Exception:
+            except NO_JOB:
                 continue
     return jobs

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mailcli.store.schema import SCHEMA_VERSION, current_version, migrate
-
-if TYPE_CHECKING:
-    import sqlite_utils
 
 
 class StoreError(Exception):
@@ -130,14 +125,6 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path):
         self.conn = conn
         self.path = path
-
-    @functools.cached_property
-    def db(self) -> sqlite_utils.Database:
-        """sqlite-utils over the same connection, made on first use: importing sqlite_utils costs
-        ~45 ms that readers such as `mailcli status` (plain sqlite3) never need."""
-        import sqlite_utils
-
-        return sqlite_utils.Database(self.conn)
 
     @classmethod
     def open(cls, db_path: Path, *, readonly: bool = False) -> Store:
