@@ -71,3 +71,36 @@ def test_the_sink_drops_a_result_of_another_wire_version_with_a_line(home, caplo
         sink.drain()
     assert conn.xlen(RESULTS_STREAM) == 0
     assert any("wire version" in r.getMessage() for r in caplog.records)
+
+
+def test_failed_lists_a_failed_job_and_requeue_gives_its_conversations_back_to_it(home):
+    """`mailcli failed --requeue`: the job is back on its queue and its conversations are its again."""
+    from rq.job import Job, JobStatus
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from mailcli.pool.feeder import mark_failed_jobs
+    from mailcli.synth import write_jsonl
+
+    write_jsonl(home.path / "x.jsonl", 60, seed=2, body_bytes=200)
+    assert home.run("ingest", str(home.path / "x.jsonl")).returncode == 0
+    conn = home.redis()
+    key = next(k.decode() for k in conn.keys("rq:queue:mailcli-*") if conn.type(k) == b"list" and conn.llen(k))
+    job = Job.fetch(conn.lpop(key).decode(), connection=conn, serializer=JSONSerializer)
+    job.set_status(JobStatus.FAILED)
+    FailedJobRegistry(job.origin, connection=conn, serializer=JSONSerializer).add(job, exc_string="Boom: it broke")
+    convs = job.meta["conversations"]
+    with home.store() as store:
+        mark_failed_jobs(store, conn)
+        assert {s for (s,) in store.conn.execute(
+            f"SELECT status FROM conversations WHERE id IN ({','.join('?' * len(convs))})", convs)} == {"failed"}  # fmt: skip
+    out = home.run("failed", "--json")
+    listed = json.loads(out.stdout)["failed"]
+    assert [(r["job_id"], r["conversations"]) for r in listed] == [(job.id, convs)]
+    out = home.run("failed", "--requeue", "--json")
+    assert json.loads(out.stdout)["requeued"] == 1
+    with home.store() as store:
+        rows = set(store.conn.execute(
+            f"SELECT status, job_id FROM conversations WHERE id IN ({','.join('?' * len(convs))})", convs))  # fmt: skip
+    assert rows == {("queued", job.id)}
+    assert conn.lpos(key, job.id) is not None

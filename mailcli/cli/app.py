@@ -67,10 +67,7 @@ def _open_store(readonly: bool = False):
 
 def _enqueue_after_ingest(cfg, summary) -> str:
     """Hand pending conversations to the queues; a note for the summary line."""
-    try:
-        from mailcli.pool.feeder import feed_once
-    except ImportError:
-        return "run `mailcli analyze --inline` to analyse them"
+    from mailcli.pool.feeder import feed_once
     from mailcli.queue.redis_server import connect
 
     with _open_store() as store:
@@ -238,14 +235,13 @@ def analyze(
     """
     from mailcli.analysis.llm_phases import key_prefixes
     from mailcli.llm.preflight import missing_model
+    from mailcli.store import lifecycle
     from mailcli.store.lifecycle import mark_for_analysis
 
     cfg = settings()
     max_phase = phase or 3
     with _open_store() as store:
-        if conversation and not store.conn.execute(
-            "SELECT 1 FROM conversations WHERE id = ?", (conversation,)
-        ).fetchone():
+        if conversation and not lifecycle.exists(store, conversation):
             raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
         if inline:
             # inline takes back what ingest handed to the queues and no worker has started
@@ -285,8 +281,9 @@ def analyze(
 def _take_back_queued(cfg, store) -> None:
     from mailcli.pool.feeder import take_back_queued
     from mailcli.queue.redis_server import RedisUnavailable, connect
+    from mailcli.store import lifecycle
 
-    if not store.conn.execute("SELECT 1 FROM conversations WHERE status = 'queued' LIMIT 1").fetchone():
+    if not lifecycle.queued_jobs(store):
         return
     try:
         conn = connect(cfg)
@@ -302,10 +299,8 @@ def _inline_llm(cfg, phase: int | None):
     """The LLM seam for `analyze --inline` (None when capped at phase 1: Ollama is never asked)."""
     if phase == 1:
         return None
-    try:
-        from mailcli.analysis.llm_phases import make_llm_phases
-    except ImportError:
-        return None
+    from mailcli.analysis.llm_phases import make_llm_phases
+
     return make_llm_phases(cfg)
 
 
@@ -320,15 +315,12 @@ def results(
 ) -> None:
     """Conversations with their priority, completeness and status, most urgent first."""
     from mailcli.cli.render import results_table
-    from mailcli.store.read import conversation_rows
+    from mailcli.store.read import conversation_rows, partial_summary
 
     _check_priority(priority)
     with _open_store(readonly=True) as store:
         rows = conversation_rows(store, priority=priority, conversation_id=conversation, limit=limit)
-        partial = store.conn.execute(
-            "SELECT count(*), (SELECT error FROM conversations WHERE status = 'partial' AND error IS NOT NULL"
-            " GROUP BY error ORDER BY count(*) DESC LIMIT 1) FROM conversations WHERE status = 'partial'"
-        ).fetchone()
+        partial = partial_summary(store)
     if json_out:
         print(json.dumps(rows, ensure_ascii=False))
     elif not rows:
@@ -422,11 +414,7 @@ def _register_subcommands() -> None:
 
     modules = ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks", "mailcli.cli.redis_cmd", "mailcli.cli.report")
     for module in modules:
-        try:
-            importlib.import_module(module).register(app)
-        except ImportError as exc:
-            if exc.name != module:
-                raise
+        importlib.import_module(module).register(app)
 
 
 _register_subcommands()

@@ -77,18 +77,11 @@ def _expected_errors() -> dict[type[BaseException], int]:
         ConfigError: EXIT_USAGE,
         StoreError: EXIT_FAILED,
     }
-    try:
-        from mailcli.queue.redis_server import RedisUnavailable
+    from mailcli.llm.errors import OllamaError
+    from mailcli.queue.redis_server import RedisUnavailable
 
-        table[RedisUnavailable] = EXIT_UNREACHABLE
-    except ImportError:  # pragma: no cover - during early development
-        pass
-    try:
-        from mailcli.llm.client import OllamaError
-
-        table[OllamaError] = EXIT_UNREACHABLE
-    except ImportError:  # pragma: no cover
-        pass
+    table[RedisUnavailable] = EXIT_UNREACHABLE
+    table[OllamaError] = EXIT_UNREACHABLE
     return table
 
 

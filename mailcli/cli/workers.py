@@ -147,41 +147,25 @@ def failed(
     """List failed jobs with their errors; --requeue puts them back on their queues."""
     from rich.table import Table
 
-    from mailcli.pool.feeder import FAILED_SEEN
-    from mailcli.queue.jobs import failed_jobs
+    from mailcli.pool.feeder import failed_job_rows, requeue_failed
     from mailcli.queue.redis_server import connect
 
     cfg = settings()
     conn = connect(cfg)
-    jobs = failed_jobs(conn, limit=1000)
-    rows = []
-    for job in jobs:
-        res = job.latest_result()
-        exc = (res.exc_string if res else "") or ""
-        last = exc.strip().splitlines()[-1] if exc.strip() else ""
-        rows.append(
-            {
-                "job_id": job.id,
-                "queue": job.origin,
-                "conversations": (job.meta or {}).get("conversations", []),
-                "ended_at": job.ended_at.isoformat() if job.ended_at else None,
-                "error": last,
-            }
-        )
+    rows = failed_job_rows(conn)
+    n = 0
     if requeue:
         from mailcli.store.db import Store
-        from mailcli.store.lifecycle import requeued
 
+        # a --remote host has no database: the coordinator's reconciler then sees the jobs queued again
         store = Store.open(cfg.db) if not cfg.redis_url or cfg.db.exists() else None
-        for job in jobs:
-            job.requeue()
-            conn.srem(FAILED_SEEN, job.id)
+        try:
+            n = requeue_failed(conn, store)
+        finally:
             if store is not None:
-                requeued(store, job.id, (job.meta or {}).get("conversations", []))
-        if store is not None:
-            store.close()
+                store.close()
     if json_out:
-        print(json.dumps({"failed": rows, "requeued": len(jobs) if requeue else 0}))
+        print(json.dumps({"failed": rows, "requeued": n}))
         return
     if not rows:
         console.print("no failed jobs")
@@ -195,7 +179,7 @@ def failed(
         )
     console.print(table)
     if requeue:
-        console.print(f"{len(jobs)} jobs requeued", highlight=False)
+        console.print(f"{n} jobs requeued", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

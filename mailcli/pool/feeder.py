@@ -177,6 +177,36 @@ class Reconciler:
         return n
 
 
+def failed_job_rows(conn: redis.Redis, limit: int = 1000) -> list[dict[str, Any]]:
+    """`mailcli failed`: each failed job with its queue, conversations, end time and last error line."""
+    rows = []
+    for job in failed_jobs(conn, limit=limit):
+        res = job.latest_result()
+        exc = (res.exc_string if res else "") or ""
+        rows.append(
+            {
+                "job_id": job.id,
+                "queue": job.origin,
+                "conversations": (job.meta or {}).get("conversations", []),
+                "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+                "error": exc.strip().splitlines()[-1] if exc.strip() else "",
+            }
+        )
+    return rows
+
+
+def requeue_failed(conn: redis.Redis, store: Store | None, limit: int = 1000) -> int:
+    """`mailcli failed --requeue`: every failed job back on its queue, its conversations its own again
+    in SQLite (when this host has the database). Returns how many jobs."""
+    jobs = failed_jobs(conn, limit=limit)
+    for job in jobs:
+        job.requeue()
+        conn.srem(FAILED_SEEN, job.id)
+        if store is not None:
+            lifecycle.requeued(store, job.id, (job.meta or {}).get("conversations", []))
+    return len(jobs)
+
+
 def take_back_queued(store: Store, conn: redis.Redis | None) -> int:
     """`analyze --inline`: conversations handed to the queues whose jobs no worker has started come
     back to this process (pending again). A job is taken from its Redis queue atomically against

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ from mailcli.config import Settings
 from mailcli.pool import state, verdicts
 from mailcli.pool.autoscale import Decision, PoolView, decide
 from mailcli.pool.worker import rss_with_children
+from mailcli.pool.worker_command import worker_command, worker_env
 from mailcli.queue.jobs import (
     JOB_MAX_CONVERSATIONS,
     QUEUES,
@@ -216,16 +216,9 @@ class Supervisor:
             return None
         self.seq += 1
         name = f"mailcli.{socket.gethostname()}.{os.getpid()}.{self.seq}"
-        cmd = [sys.executable, "-m", "mailcli.pool.worker", "--name", name, "--pool", self.pool_id]
-        if self.cfg.max_jobs:
-            cmd += ["--max-jobs", str(self.cfg.max_jobs)]
-        if self.cfg.debug:
-            cmd.append("--debug")
+        cmd = worker_command(name, pool_id=self.pool_id, max_jobs=self.cfg.max_jobs, debug=self.cfg.debug)
         log_path = self.log_dir / f"worker-{self.seq}.log"
-        env = dict(os.environ)
-        env["MAILCLI_HOME"] = str(self.settings.home.resolve())
-        if self.settings.redis_url:
-            env["REDIS_URL"] = self.settings.redis_url
+        env = worker_env(self.settings)
         # private like the rest of the data directory, whatever the umask
         with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
             # its own session: a Ctrl-C in the terminal reaches the supervisor only, which then

@@ -34,10 +34,7 @@ def _llm_for(options: dict[str, Any]):
     """
     if int(options.get("max_phase", 3) or 3) < 2:
         return None
-    try:
-        from mailcli.analysis.llm_phases import make_llm_phases
-    except ImportError:
-        return None
+    from mailcli.analysis.llm_phases import make_llm_phases
     from mailcli.config import load_settings
 
     settings = load_settings()

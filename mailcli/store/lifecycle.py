@@ -199,6 +199,10 @@ def requeued(store: Store, job_id: str, conversation_ids: Sequence[str]) -> int:
     return cur.rowcount
 
 
+def exists(store: Store, conversation_id: str) -> bool:
+    return store.conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is not None
+
+
 def queued_jobs(store: Store) -> list[str]:
     """The ids of the jobs that hold conversations."""
     return [

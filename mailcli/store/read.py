@@ -172,3 +172,12 @@ def resolve_conversation_id(store: Store, given: str) -> str | None:
     if len(rows) > 1:
         raise AmbiguousId(f"{given!r} matches several conversations ({', '.join(r[0] for r in rows[:3])}, …): give more of the id")
     return rows[0][0] if rows else None
+
+
+def partial_summary(store: Store) -> tuple[int, str | None]:
+    """How many conversations are partial, and the reason most of them give."""
+    n, error = store.conn.execute(
+        "SELECT count(*), (SELECT error FROM conversations WHERE status = 'partial' AND error IS NOT NULL"
+        " GROUP BY error ORDER BY count(*) DESC LIMIT 1) FROM conversations WHERE status = 'partial'"
+    ).fetchone()
+    return int(n), error
