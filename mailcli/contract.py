@@ -14,9 +14,21 @@ line naming the fix, instead of failing on a missing key. A payload without a ve
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
 WIRE_VERSION = 1
+
+
+class Status(StrEnum):
+    """A conversation's status (``conversations.status``); a result carries ANALYZED or PARTIAL.
+    Its transitions are in mailcli.store.lifecycle."""
+
+    PENDING = "pending"  # owed an analysis of its current revision, not yet in a job
+    QUEUED = "queued"  # claimed by one job (job_id), in Redis or being analysed
+    ANALYZED = "analyzed"  # every phase it was owed answered
+    PARTIAL = "partial"  # phase 1 done, an LLM phase owed but not obtained (see error)
+    FAILED = "failed"  # its job exhausted its retries (see error)
 
 
 class WireVersionError(Exception):
@@ -106,7 +118,7 @@ class ConversationResult(TypedDict):
     plan: dict[str, Any]  # phase2_emails (indexes), phase3 (bool): what this run owed
     phase3: dict[str, Any] | None  # as phase2
     phase3_key: str | None
-    status: str  # analyzed | partial
+    status: Status  # ANALYZED or PARTIAL
     missing: list[str]  # why partial: the owed answers not obtained
     llm_calls: list[LLMCall]
 

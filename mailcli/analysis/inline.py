@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mailcli.analysis.pipeline import LLMPhases, analyze_batch
 from mailcli.config import Settings
+from mailcli.contract import Status
 from mailcli.store.db import Store
 from mailcli.store.jobs import apply_results, conversation_payloads
 from mailcli.store.lifecycle import claim_pending, inline_job_id, release
@@ -60,7 +61,7 @@ def analyze_inline(
             for r in results:
                 summary.conversations += 1
                 summary.emails += len(r["emails"])
-                if r["status"] == "partial":
+                if r["status"] == Status.PARTIAL:
                     summary.partial += 1
                 else:
                     summary.analyzed += 1

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from mailcli.analysis.completeness import Completeness, assess, plan_phases
 from mailcli.analysis.phase1 import SenderLists, analyze_email
-from mailcli.contract import WIRE_VERSION, ConversationIn, ConversationResult, JobPayload
+from mailcli.contract import WIRE_VERSION, ConversationIn, ConversationResult, JobPayload, Status
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
@@ -185,7 +185,7 @@ def _finish(prep: _Prepared, llm: LLMPhases | None) -> ConversationResult:
         "plan": {"phase2_emails": list(owed2), "phase3": bool(owed3)},
         "phase3": phase3,
         "phase3_key": phase3_key,
-        "status": "partial" if missing else "analyzed",
+        "status": Status.PARTIAL if missing else Status.ANALYZED,
         "missing": missing,
         "llm_calls": calls,
     }

@@ -10,8 +10,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from mailcli.contract import Status
+
 PRIORITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "green"}
-STATUS_STYLE = {"analyzed": "green", "partial": "yellow", "failed": "red", "pending": "dim", "queued": "cyan"}
+STATUS_STYLE = {
+    Status.ANALYZED: "green", Status.PARTIAL: "yellow", Status.FAILED: "red", Status.PENDING: "dim", Status.QUEUED: "cyan",
+}  # fmt: skip
 
 
 def _styled(value: Any, styles: dict[str, str]) -> Text:

@@ -22,19 +22,10 @@ import os
 import socket
 import sqlite3
 from collections.abc import Callable, Sequence
-from enum import StrEnum
 from typing import Any
 
+from mailcli.contract import Status
 from mailcli.store.db import Store, now_iso
-
-
-class Status(StrEnum):
-    PENDING = "pending"  # owed an analysis of its current revision, not yet in a job
-    QUEUED = "queued"  # claimed by one job (job_id), in Redis or being analysed
-    ANALYZED = "analyzed"  # every phase it was owed answered
-    PARTIAL = "partial"  # phase 1 done, an LLM phase owed but not obtained (see error)
-    FAILED = "failed"  # its job exhausted its retries (see error)
-
 
 # -- pending: emails joined, asked again ---------------------------------------------------
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from mailcli.contract import Status
 from mailcli.store.db import Store
 
 _EXPORT_SQL = """
@@ -23,11 +24,11 @@ ORDER BY e.conversation_id, e.date IS NULL, e.date, e.rowid
 
 
 def email_status(conversation_status: str, has_phase1: bool) -> str:
-    if conversation_status in ("analyzed", "partial", "failed"):
-        if conversation_status == "failed" or not has_phase1:
-            return "failed" if conversation_status == "failed" else "pending"
+    if conversation_status in (Status.ANALYZED, Status.PARTIAL, Status.FAILED):
+        if conversation_status == Status.FAILED or not has_phase1:
+            return Status.FAILED if conversation_status == Status.FAILED else Status.PENDING
         return conversation_status
-    return "pending"  # pending or queued
+    return Status.PENDING  # pending or queued
 
 
 def _loads(text: str | None) -> Any:
