@@ -11,9 +11,7 @@ import io
 import itertools
 import json
 import os
-import random
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -706,30 +704,3 @@ def test_html_to_text_survives_marker_lookalikes_and_nested_dropped_tags():
 # ---------------------------------------------------------------------------------------------
 # Speed (the ingest benchmark depends on it; see the module docstring of mailcli.ingest.jsonl)
 # ---------------------------------------------------------------------------------------------
-
-
-def test_flat_jsonl_parses_well_above_sqlite_utils_speed(tmp_path):
-    """Guards against per-record regex compiling, HTML parsing of plain bodies and the like.
-
-    Measured on one core: ~70,000 lines/s for ~1 KB flat records. The bound here is loose (CPU
-    time, 25,000 lines/s) so a busy CI machine does not make it flaky.
-    """
-    words = "order quote shipment invoice please confirm delivery part PO 4500012345 thanks".split()
-    rng = random.Random(5)
-    path = tmp_path / "bench.jsonl"
-    with path.open("w") as f:
-        for i in range(20_000):
-            body = " ".join(rng.choice(words) for _ in range(90))[:560]
-            rec = {
-                "id": f"m{i}", "conversation_id": f"c{i // 5}", "subject": f"Re: order {i}", "body": body,
-                "from": f"Alice <alice{i % 50}@example.com>", "to": ["bob@example.com"],
-                "cc": "dave@example.com, erin@example.com", "date": f"2025-03-04T10:{i % 60:02d}:00+01:00",
-                "message_id": f"<msg{i}@example.com>", "in_reply_to": f"<msg{i - 1}@example.com>",
-                "references": f"<msg{i - 2}@example.com> <msg{i - 1}@example.com>", "importance": "normal",
-            }  # fmt: skip
-            f.write(json.dumps(rec) + "\n")
-    start = time.process_time()
-    count = sum(1 for _ in iter_records(path))
-    rate = count / (time.process_time() - start)
-    assert count == 20_000
-    assert rate > 25_000, f"{rate:,.0f} lines/s"
