@@ -457,13 +457,16 @@ def test_maildir_reads_cur_and_new(tmp_path):
     (tmp_path / ".Sent" / "new").mkdir()
     (tmp_path / ".Sent" / "cur" / "1700000003.4.host:2,S").write_bytes(eml("sent"))
     assert detect_format(tmp_path) == "maildir"
-    records = emails(iter_records(tmp_path))
-    assert [(e.subject, e.locator) for e in records] == [
+    records = list(iter_records(tmp_path))
+    assert [(e.subject, e.locator) for e in records if isinstance(e, Email)] == [
         ("seen", "cur/1700000000.1.host:2,S"),
         ("unseen", "new/1700000001.2.host"),
         ("sent", ".Sent/cur/1700000003.4.host:2,S"),
     ]
     assert all(e.source == str(tmp_path) for e in records)
+    # a delivery in progress is not read, but it is named
+    [tmp] = [r for r in records if isinstance(r, Reject)]
+    assert tmp.locator == "tmp/1700000002.3.host" and "tmp/" in tmp.reason and "move it to new/" in tmp.reason
 
 
 def test_maildir_inside_a_directory_is_read_as_a_maildir(tmp_path):

@@ -47,6 +47,7 @@ Parsed = tuple[PreparedBatch, list[Reject]]  # a batch as the writer takes it
 class IngestSummary:
     ingested: int = 0
     duplicates: int = 0
+    variants: int = 0  # of the ingested: copies of a Message-ID whose content differs from the first
     rejected: int = 0
     conversations: int = 0  # conversations created or changed by this ingest
     merged: int = 0
@@ -58,9 +59,10 @@ class IngestSummary:
         return self.ingested + self.duplicates + self.rejected
 
     def line(self) -> str:
+        variants = f" ({self.variants} kept as variants of an existing Message-ID)" if self.variants else ""
         return (
-            f"{self.ingested} ingested, {self.duplicates} duplicates, {self.rejected} rejected;"
-            f" {self.conversations} conversations queued for analysis"
+            f"{self.seen} read: {self.ingested} ingested{variants}, {self.duplicates} duplicates,"
+            f" {self.rejected} rejected; {self.conversations} conversations queued for analysis"
         )
 
 
@@ -124,6 +126,7 @@ def ingest_paths(
                 summary.rejects.extend(rejects[: 20 - len(summary.rejects)])
             c = writer.counts
             summary.ingested, summary.duplicates, summary.rejected = c.ingested, c.duplicates, c.rejected
+            summary.variants = c.variants
             summary.merged = c.merged
             if on_batch:
                 on_batch(summary)

@@ -12,15 +12,28 @@ by :mod:`mailcli.ingest.rows`, possibly in a parse process; this module does the
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mailcli.ingest.model import Email, Reject
-from mailcli.ingest.rows import COLUMNS, DATE, SUBJECT, PreparedBatch, Row, prepare_batch, without
+from mailcli.ingest.rows import (
+    COLUMNS,
+    DATE,
+    FINGERPRINT_COLUMNS,
+    SUBJECT,
+    PreparedBatch,
+    Row,
+    against_stored,
+    fingerprint,
+    is_variant,
+    prepare_batch,
+    without,
+)  # fmt: skip
 from mailcli.store.db import Store, now_iso
 
 log = logging.getLogger(__name__)
@@ -37,6 +50,7 @@ def base_subject(subject: str) -> str:
 class IngestCounts:
     ingested: int = 0
     duplicates: int = 0
+    variants: int = 0  # of the ingested: copies of a Message-ID whose content differs (rows.py)
     rejected: int = 0
     merged: int = 0
     touched: set[str] = field(default_factory=set)
@@ -76,9 +90,12 @@ class IngestWriter:
     def add_batch(self, batch: PreparedBatch) -> None:
         """Store a batch of prepared emails: dedupe, thread, insert, refresh their conversations."""
         self.counts.duplicates += batch.duplicates
-        stored = self._stored(batch.rows)
+        stored, variants = against_stored(batch.rows, self._stored)
         fresh, (row_threads, key_threads) = without(batch, stored) if stored else (batch.rows, batch.threads)
+        if variants:  # copies of a stored Message-ID that differ from it: their own key, same threads
+            fresh = [variants.get(row[0], row) for row in fresh]
         self.counts.duplicates += len(stored)
+        self.counts.variants += sum(1 for row in fresh if is_variant(row[0]))
         if not fresh:
             return
         with self.conn:
@@ -91,15 +108,19 @@ class IngestWriter:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _stored(self, rows: list[Row]) -> set[str]:
-        """The dedupe keys of these rows that are stored already."""
-        stored: set[str] = set()
-        for chunk in _chunks([row[0] for row in rows]):
+    def _stored(self, keys: list[str]) -> dict[str, Callable[[], str]]:
+        """Of these dedupe keys, those stored already, each with its email's fingerprint (read
+        only when asked for: for a Message-ID that comes again)."""
+        stored: dict[str, Callable[[], str]] = {}
+        for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            stored.update(
-                r[0] for r in self.conn.execute(f"SELECT dedupe_key FROM emails WHERE dedupe_key IN ({marks})", chunk)
-            )
+            for (key,) in self.conn.execute(f"SELECT dedupe_key FROM emails WHERE dedupe_key IN ({marks})", chunk):
+                stored[key] = functools.partial(self._fingerprint, key)
         return stored
+
+    def _fingerprint(self, key: str) -> str:
+        row = self.conn.execute(f"SELECT {_FINGERPRINT_SQL} FROM emails WHERE dedupe_key = ?", (key,)).fetchone()
+        return fingerprint(row)
 
     def _thread(
         self, rows: list[Row], row_threads: list[int], key_threads: dict[str, int]
@@ -298,6 +319,7 @@ _UPSERT_CONVERSATION = (
     " queue_priority = coalesce(excluded.queue_priority, conversations.queue_priority),"
     " revision = conversations.revision + 1, updated_at = excluded.updated_at"
 )
+_FINGERPRINT_SQL = ", ".join(FINGERPRINT_COLUMNS)
 _INSERT_EMAIL = (
     f"INSERT INTO emails (rowid, conversation_id, ingested_at, {', '.join(COLUMNS)})"
     f" VALUES ({', '.join('?' * (3 + len(COLUMNS)))})"
