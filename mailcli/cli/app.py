@@ -123,6 +123,7 @@ def ingest(
                 {
                     "ingested": summary.ingested,
                     "duplicates": summary.duplicates,
+                    "variants": summary.variants,
                     "rejected": summary.rejected,
                     "conversations": summary.conversations,
                     "seconds": round(elapsed, 3),
