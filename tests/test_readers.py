@@ -203,9 +203,45 @@ def test_graph_api_page_on_one_line_yields_each_message(tmp_path):
     assert [r.locator for r in records] == ["line 1 item 1", "line 1 item 2"]
 
 
+def test_graph_page_with_only_a_next_link_is_read_too(tmp_path):
+    page = {"value": [GRAPH], "@odata.nextLink": "https://graph.microsoft.com/v1.0/me/messages?$skip=10"}
+    [e] = emails(iter_records(write_jsonl(tmp_path / "page.jsonl", page)))
+    assert e.locator == "line 1 item 1"
+
+
 # ---------------------------------------------------------------------------------------------
 # JSONL: Gmail API
 # ---------------------------------------------------------------------------------------------
+
+
+def gmail_message(i: int, thread: str = "t1") -> dict:
+    headers = [("From", "Ann <ann@x.com>"), ("To", "bob@x.com"), ("Subject", f"Re: part {i}"),
+               ("Message-ID", f"<g{i}@x.com>"), ("Date", f"Tue, 4 Mar 2025 10:0{i}:00 +0000")]  # fmt: skip
+    return {"id": f"m{i}", "threadId": thread, "historyId": "900", "snippet": f"text {i}",
+            "payload": {"mimeType": "text/plain", "headers": [{"name": k, "value": v} for k, v in headers],
+                        "body": {"data": b64url(f"message {i}")}}}  # fmt: skip
+
+
+def test_gmail_thread_on_one_line_yields_each_message(tmp_path):
+    """What users.threads.get returns: the thread's messages are the records, like a Graph page's."""
+    thread = {"id": "t1", "historyId": "901", "messages": [gmail_message(1), gmail_message(2), {"id": "m3", "threadId": "t1"}]}
+    records = list(iter_records(write_jsonl(tmp_path / "thread.jsonl", thread, gmail_message(4, "t2"))))
+    assert [r.locator for r in records] == ["line 1 message 1", "line 1 message 2", "line 1 message 3", "line 2"]
+    assert [(r.body, r.source_conversation_id) for r in records if isinstance(r, Email)] == [
+        ("message 1", "t1"), ("message 2", "t1"), ("message 4", "t2"),
+    ]  # fmt: skip
+    assert "format=full" in records[2].reason  # a stub without content: rejected, saying how to fetch it
+
+
+def test_gmail_list_pages_name_what_to_fetch(tmp_path):
+    """users.threads.list: threads with their messages are read; stubs are rejects saying why."""
+    page = {"threads": [{"id": "t1", "historyId": "9", "messages": [gmail_message(1)]},
+                        {"id": "t2", "snippet": "hi", "historyId": "9"}], "nextPageToken": "abc"}  # fmt: skip
+    listed = {"messages": [{"id": "m1", "threadId": "t1"}], "resultSizeEstimate": 1}  # users.messages.list
+    records = list(iter_records(write_jsonl(tmp_path / "pages.jsonl", page, listed)))
+    assert [r.locator for r in records] == ["line 1 thread 1 message 1", "line 1 thread 2", "line 2 message 1"]
+    assert isinstance(records[0], Email) and records[0].body == "message 1"
+    assert "users.threads.get" in records[1].reason and "format=full" in records[2].reason
 
 
 def test_gmail_payload_multipart_base64url(tmp_path):
