@@ -131,9 +131,14 @@ def fingerprint(values: Sequence) -> str:
     return h.hexdigest()[:16]
 
 
-def row_fingerprint(row: Row) -> str:
+def fingerprint_values(row: Row) -> list:
+    """The row's FINGERPRINT_COLUMNS values, as ``emails`` stores them."""
     columns = row[3]
-    return fingerprint([columns[i] for i in _FINGERPRINTED])
+    return [columns[i] for i in _FINGERPRINTED]
+
+
+def row_fingerprint(row: Row) -> str:
+    return fingerprint(fingerprint_values(row))
 
 
 def is_variant(key: str) -> bool:
@@ -151,14 +156,13 @@ def as_variant(row: Row, fp: str) -> Row:
     return key, row[1], row[2], tuple(columns), row[4]
 
 
-def against_stored(
-    rows: Sequence[Row], lookup: Callable[[list[str]], dict[str, Callable[[], str]]]
-) -> tuple[set[str], dict[str, Row]]:
+def against_stored(rows: Sequence[Row], lookup: Callable[[list[str]], dict[str, list]]) -> tuple[set[str], dict[str, Row]]:
     """Which rows are copies of stored emails, and which become variants of a stored Message-ID.
 
-    ``lookup(keys)`` gives, for each of ``keys`` that is stored, a function returning that stored
-    email's fingerprint (called only when needed). Returns the keys to drop as duplicates and,
-    by key, the rows to store as variants instead.
+    ``lookup(keys)`` gives, for each of ``keys`` that is stored, that stored email's
+    FINGERPRINT_COLUMNS values. Returns the keys to drop as duplicates and, by key, the rows to
+    store as variants instead. A copy equal to the stored email value for value (the usual
+    duplicate) is found without hashing.
     """
     need = {row[0] for row in rows}
     need.update("mid:" + row[3][MESSAGE_ID] for row in rows if is_variant(row[0]))
@@ -171,7 +175,7 @@ def against_stored(
         key = row[0]
         if is_variant(key):  # a variant within the batch: a copy of the stored first one?
             base = stored.get("mid:" + row[3][MESSAGE_ID])
-            if key in stored or (base is not None and base() == key[4:20]):
+            if key in stored or (base is not None and fingerprint(base) == key[4:20]):
                 drop.add(key)
             continue
         if key not in stored:
@@ -179,8 +183,12 @@ def against_stored(
         if not key.startswith("mid:"):
             drop.add(key)  # the same source id or content hash: the same email
             continue
-        fp = row_fingerprint(row)
-        if stored[key]() == fp:
+        values = fingerprint_values(row)
+        if values == stored[key]:
+            drop.add(key)
+            continue
+        fp = fingerprint(values)
+        if fingerprint(stored[key]) == fp:
             drop.add(key)
             continue
         variant = as_variant(row, fp)
@@ -226,10 +234,13 @@ def prepare_batch(emails: Iterable[Email]) -> PreparedBatch:
             continue
         if not key.startswith("mid:"):
             continue  # the same source id or content hash: the same email
+        values = fingerprint_values(row)
+        if values == fingerprint_values(first[key]):
+            continue  # the usual duplicate: equal value for value, no hashing
         fps = kept.get(key)
         if fps is None:
             fps = kept[key] = {row_fingerprint(first[key])}
-        fp = row_fingerprint(row)
+        fp = fingerprint(values)
         if fp not in fps:
             fps.add(fp)
             variant = as_variant(row, fp)

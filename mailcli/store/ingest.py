@@ -12,12 +12,11 @@ by :mod:`mailcli.ingest.rows`, possibly in a parse process; this module does the
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mailcli.ingest.model import Email, Reject
@@ -29,7 +28,6 @@ from mailcli.ingest.rows import (
     PreparedBatch,
     Row,
     against_stored,
-    fingerprint,
     is_variant,
     prepare_batch,
     without,
@@ -108,19 +106,17 @@ class IngestWriter:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _stored(self, keys: list[str]) -> dict[str, Callable[[], str]]:
-        """Of these dedupe keys, those stored already, each with its email's fingerprint (read
-        only when asked for: for a Message-ID that comes again)."""
-        stored: dict[str, Callable[[], str]] = {}
+    def _stored(self, keys: list[str]) -> dict[str, list]:
+        """Of these dedupe keys, those stored already, each with what its email's fingerprint is
+        made of (rows.against_stored compares a copy of a Message-ID with it)."""
+        stored: dict[str, list] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            for (key,) in self.conn.execute(f"SELECT dedupe_key FROM emails WHERE dedupe_key IN ({marks})", chunk):
-                stored[key] = functools.partial(self._fingerprint, key)
+            for key, *values in self.conn.execute(
+                f"SELECT dedupe_key, {_FINGERPRINT_SQL} FROM emails WHERE dedupe_key IN ({marks})", chunk
+            ):
+                stored[key] = values
         return stored
-
-    def _fingerprint(self, key: str) -> str:
-        row = self.conn.execute(f"SELECT {_FINGERPRINT_SQL} FROM emails WHERE dedupe_key = ?", (key,)).fetchone()
-        return fingerprint(row)
 
     def _thread(
         self, rows: list[Row], row_threads: list[int], key_threads: dict[str, int]
