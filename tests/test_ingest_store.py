@@ -220,6 +220,19 @@ def test_conversation_aggregates_are_what_its_emails_say(store, seed):
         ), cid
 
 
+def test_a_conversation_merged_away_by_one_thread_of_a_batch_is_not_given_to_another(store):
+    """x@x replies into conversation p1@x; y@x, in the same batch but another thread of it, merges
+    p1@x into a-q@x: x@x belongs to a-q@x too, not to a conversation that no longer exists."""
+    w = IngestWriter(store)
+    w.add_emails([mail("1", message_id="p1@x"), mail("2", message_id="p2@x", references=["p1@x"]),
+                  mail("3", message_id="a-q@x")])  # fmt: skip
+    w.add_emails([mail("x", message_id="x@x", references=["p1@x"]),
+                  mail("y", message_id="y@x", references=["p2@x", "a-q@x"])])  # fmt: skip
+    assert conversations(store) == {"a-q@x": ["p1@x", "p2@x", "a-q@x", "x@x", "y@x"]}
+    assert store.conn.execute("SELECT id, email_count FROM conversations").fetchall() == [("a-q@x", 5)]
+    assert {c for (c,) in store.conn.execute("SELECT DISTINCT conversation_id FROM thread_keys")} == {"a-q@x"}
+
+
 def test_a_stored_duplicate_links_nothing(store):
     """Threading sees only the emails that are stored: a copy of a stored email (the same source
     id), with references of its own, must not join the emails it refers to (nor would it have,

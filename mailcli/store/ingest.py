@@ -138,17 +138,28 @@ class IngestWriter:
             existing.setdefault(key_threads[key], set()).add(conv)
         chosen: dict[int, str] = {}
         fresh: dict[int, str] = {}  # thread -> proposed new conversation id (its first row's)
+        # Two threads of the batch may touch one stored conversation, and a later one may merge it
+        # away: every conversation is read through what it was merged into.
+        merged_into: dict[str, str] = {}
+
+        def current(conv: str) -> str:
+            while conv in merged_into:
+                conv = merged_into[conv]
+            return conv
+
         for i, thread in enumerate(row_threads):
             if thread in chosen or thread in fresh:
                 continue
-            convs = existing.get(thread)
+            convs = {current(c) for c in existing.get(thread, ())}
             if not convs:
                 fresh[thread] = rows[i][2]
             elif len(convs) == 1:
                 chosen[thread] = next(iter(convs))
             else:
-                chosen[thread] = min(convs)
-                self._merge(chosen[thread], sorted(convs - {chosen[thread]}))
+                chosen[thread] = survivor = min(convs)
+                self._merge(survivor, sorted(convs - {survivor}))
+                merged_into.update(dict.fromkeys(convs - {survivor}, survivor))
+        chosen = {thread: current(conv) for thread, conv in chosen.items()}
         # a fresh id may collide with an unrelated conversation's id, stored or new in this batch
         taken = set(chosen.values())
         proposed = list(set(fresh.values()))
