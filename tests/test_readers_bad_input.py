@@ -511,6 +511,8 @@ def test_a_maildir_tree_is_read_whole_and_what_is_not_mail_is_named(tmp_path, fm
     (top / "tmp" / "3").write_bytes(message("arriving"))
     (top / "loose").write_bytes(message("loose"))  # beside cur/
     (top / "dovecot-uidlist").write_bytes(b"3 V1700000000 N4\n1 1:2,S\n")
+    (top / "courierimapkeywords").mkdir()
+    (top / "courierimapkeywords" / ":list").write_bytes(b"$Label1\n\n1:2,S 0\n")
     (top / "notes.pdf").write_bytes(b"%PDF-1.4\n\x00\x01\x02binary")
     (top / ".uidvalidity").write_bytes(b"1\n")  # mbsync's bookkeeping: hidden, passed over
     (maildir(top / ".Sent") / "cur" / "4:2,S").write_bytes(message("plusplus"))  # Maildir++
@@ -521,7 +523,7 @@ def test_a_maildir_tree_is_read_whole_and_what_is_not_mail_is_named(tmp_path, fm
     assert sorted(e.subject for e in emails) == ["in mbox", "loose", "nested", "plusplus", "top"]
     named = {(Path(r.source) / r.locator if Path(r.source) == top else Path(r.source)).relative_to(top).as_posix():
              r.reason for r in rejects}  # fmt: skip
-    assert sorted(named) == ["cur/2:2,S", "dovecot-uidlist", "notes.pdf", "tmp/3"]
+    assert sorted(named) == ["courierimapkeywords", "cur/2:2,S", "dovecot-uidlist", "notes.pdf", "tmp/3"]
     assert "not an RFC 822 message" in named["cur/2:2,S"]
     assert "bookkeeping" in named["dovecot-uidlist"]
     assert "binary data" in named["notes.pdf"]

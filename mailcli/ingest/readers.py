@@ -227,8 +227,9 @@ def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     is not becomes a Reject saying why), a file in tmp/ is a delivery still in progress (a Reject
     that names it); everything else in that folder is walked like any folder, so Maildir++
     sub-folders (``.Sent``), plain sub-folders holding their own Maildirs and loose message files
-    beside cur/ are all read. Other files are detected one by one (``fmt`` "auto") or read as
-    ``fmt``. Hidden files (.DS_Store, mbsync's .uidvalidity) and hidden folders that are not
+    beside cur/ are all read; a mail server's bookkeeping files and folders there (dovecot-uidlist,
+    courierimapkeywords/) are one Reject each. Other files are detected one by one (``fmt``
+    "auto") or read as ``fmt``. Hidden files (.DS_Store, mbsync's .uidvalidity) and hidden folders that are not
     Maildirs (.git, .notmuch) are mail tools' bookkeeping, never mail: they are passed over.
     """
     yield from _walk(root, root, fmt, chunking, set())
@@ -261,6 +262,8 @@ def _walk(top: Path, folder: Path, fmt: str, chunking: Chunking, seen: set[str])
                 yield from _iter_messages(top, path)
             elif maildir and entry.name == "tmp":
                 yield from _iter_tmp(top, path)
+            elif maildir and entry.name.lower().startswith(_MAILDIR_BOOKKEEPING):  # courierimapkeywords/
+                yield Reject(str(path), "folder", "a mail server's Maildir bookkeeping folder, not read: no messages")
             elif not entry.name.startswith(".") or is_maildir(path):
                 yield from _walk(top, path, fmt, chunking, seen)
         elif not entry.name.startswith("."):
