@@ -18,7 +18,7 @@ import pytest
 
 from mailcli.ingest.jsonl import iter_jsonl
 from mailcli.ingest.mime import iter_mbox
-from mailcli.ingest.model import Email, Reject
+from mailcli.ingest.model import Email, Reject, Skipped
 from mailcli.ingest.readers import FORMATS, detect_format, iter_many, iter_records
 from mailcli.ingest.text import html_to_text
 
@@ -476,11 +476,12 @@ def test_directory_of_eml_files(tmp_path):
     (tmp_path / "b.eml").write_bytes(eml("second"))
     (tmp_path / "a.eml").write_bytes(eml("first"))
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x01junk")  # hidden files are never exports
-    records = emails(iter_records(tmp_path))
-    assert [(e.subject, e.locator, e.source) for e in records] == [
+    records = list(iter_records(tmp_path))
+    assert [(e.subject, e.locator, e.source) for e in records if isinstance(e, Email)] == [
         ("first", "a.eml", str(tmp_path / "a.eml")),
         ("second", "b.eml", str(tmp_path / "b.eml")),
     ]
+    assert [r for r in records if not isinstance(r, Email)] == [Skipped(str(tmp_path / ".DS_Store"), "a hidden file")]
 
 
 def test_maildir_reads_cur_and_new(tmp_path):
@@ -499,7 +500,7 @@ def test_maildir_reads_cur_and_new(tmp_path):
         ("unseen", "new/1700000001.2.host"),
         ("sent", ".Sent/cur/1700000003.4.host:2,S"),
     ]
-    assert all(e.source == str(tmp_path) for e in records)
+    assert all(e.source == str(tmp_path) for e in records if not isinstance(e, Skipped))
     # a delivery in progress is not read, but it is named
     [tmp] = [r for r in records if isinstance(r, Reject)]
     assert tmp.locator == "tmp/1700000002.3.host" and "tmp/" in tmp.reason and "move it to new/" in tmp.reason

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailcli.ingest.model import MAX_BODY_CHARS, Email, InputError, Reject
+from mailcli.ingest.model import MAX_BODY_CHARS, Email, InputError, Reject, Skipped
 from mailcli.ingest.readers import detect_format, iter_many, iter_records
 
 
@@ -521,13 +521,21 @@ def test_a_maildir_tree_is_read_whole_and_what_is_not_mail_is_named(tmp_path, fm
     records = list(iter_records(top, fmt))
     emails, rejects = split(records)
     assert sorted(e.subject for e in emails) == ["in mbox", "loose", "nested", "plusplus", "top"]
+    # files that are not mail, and a message left in tmp/: rejects, each with its reason
     named = {(Path(r.source) / r.locator if Path(r.source) == top else Path(r.source)).relative_to(top).as_posix():
              r.reason for r in rejects}  # fmt: skip
-    assert sorted(named) == ["courierimapkeywords", "cur/2:2,S", "dovecot-uidlist", "notes.pdf", "tmp/3"]
+    assert sorted(named) == ["cur/2:2,S", "notes.pdf", "tmp/3"]
     assert "not an RFC 822 message" in named["cur/2:2,S"]
-    assert "bookkeeping" in named["dovecot-uidlist"]
     assert "binary data" in named["notes.pdf"]
     assert "move it to new/" in named["tmp/3"]
+    # mail tools' bookkeeping: passed over, each one named
+    skipped = {Path(r.source).relative_to(top).as_posix(): r.reason for r in records if isinstance(r, Skipped)}
+    assert skipped == {
+        ".uidvalidity": "a hidden file",
+        "courierimapkeywords": "a mail server's Maildir bookkeeping folder",
+        "dovecot-uidlist": "a mail server's Maildir bookkeeping file",
+    }
+    assert len(records) == len(emails) + len(rejects) + len(skipped)
 
 
 def test_a_symlink_back_up_the_tree_is_read_once(tmp_path):

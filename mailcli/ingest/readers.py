@@ -1,4 +1,5 @@
-"""Entry point for reading exports: paths in, a stream of ``Email`` / ``Reject`` records out.
+"""Entry point for reading exports: paths in, a stream of ``Email`` / ``Reject`` records out
+(and, walking a folder, a :class:`Skipped` for each bookkeeping file passed over).
 
     for record in iter_records("export.jsonl"):       # or .mbox, a .eml folder, a Maildir, "-"
         ...
@@ -29,10 +30,10 @@ from typing import BinaryIO
 
 from mailcli.ingest.jsonl import LineChunk, iter_jsonl, iter_line_chunks
 from mailcli.ingest.mime import KNOWN_HEADERS, email_from_bytes, is_maildir, iter_mbox, read_eml
-from mailcli.ingest.model import Email, InputError, Reject
+from mailcli.ingest.model import Email, InputError, Reject, Skipped
 
 __all__ = [
-    "FORMATS", "Chunking", "Email", "InputError", "LineChunk", "Reject", "detect_format", "iter_many",
+    "FORMATS", "Chunking", "Email", "InputError", "LineChunk", "Reject", "Skipped", "detect_format", "iter_many",
     "iter_records", "iter_units",
 ]  # fmt: skip
 
@@ -49,7 +50,7 @@ _TEXT_BYTES = bytes([7, 8, 9, 10, 12, 13, 27]) + bytes(range(0x20, 0x7F)) + byte
 
 # JSONL read in chunks of at most (lines, bytes), left unparsed; None: parse as it is read.
 Chunking = tuple[int, int] | None
-Unit = Email | Reject | LineChunk
+Unit = Email | Reject | Skipped | LineChunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,10 +228,10 @@ def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     is not becomes a Reject saying why), a file in tmp/ is a delivery still in progress (a Reject
     that names it); everything else in that folder is walked like any folder, so Maildir++
     sub-folders (``.Sent``), plain sub-folders holding their own Maildirs and loose message files
-    beside cur/ are all read; a mail server's bookkeeping files and folders there (dovecot-uidlist,
-    courierimapkeywords/) are one Reject each. Other files are detected one by one (``fmt``
-    "auto") or read as ``fmt``. Hidden files (.DS_Store, mbsync's .uidvalidity) and hidden folders that are not
-    Maildirs (.git, .notmuch) are mail tools' bookkeeping, never mail: they are passed over.
+    beside cur/ are all read. Other files are detected one by one (``fmt`` "auto") or read as
+    ``fmt``. Mail tools' bookkeeping is passed over, one :class:`Skipped` each: hidden files
+    (.DS_Store, mbsync's .uidvalidity), hidden folders that are not Maildirs (.git, .notmuch), and
+    a mail server's files and folders in a Maildir (dovecot-uidlist, courierimapkeywords/).
     """
     yield from _walk(root, root, fmt, chunking, set())
 
@@ -263,17 +264,20 @@ def _walk(top: Path, folder: Path, fmt: str, chunking: Chunking, seen: set[str])
             elif maildir and entry.name == "tmp":
                 yield from _iter_tmp(top, path)
             elif maildir and entry.name.lower().startswith(_MAILDIR_BOOKKEEPING):  # courierimapkeywords/
-                yield Reject(str(path), "folder", "a mail server's Maildir bookkeeping folder, not read: no messages")
+                yield Skipped(str(path), "a mail server's Maildir bookkeeping folder")
             elif not entry.name.startswith(".") or is_maildir(path):
                 yield from _walk(top, path, fmt, chunking, seen)
-        elif not entry.name.startswith("."):
-            if maildir and entry.name.lower().startswith(_MAILDIR_BOOKKEEPING):
-                yield Reject(str(path), "file", "a mail server's Maildir bookkeeping file, not a message")
             else:
-                yield from _iter_file(path, file_fmt, chunking)
+                yield Skipped(str(path), "a hidden folder that is not a Maildir")
+        elif entry.name.startswith("."):
+            yield Skipped(str(path), "a hidden file")
+        elif maildir and entry.name.lower().startswith(_MAILDIR_BOOKKEEPING):
+            yield Skipped(str(path), "a mail server's Maildir bookkeeping file")
+        else:
+            yield from _iter_file(path, file_fmt, chunking)
 
 
-def _iter_messages(top: Path, folder: Path) -> Iterator[Email | Reject]:
+def _iter_messages(top: Path, folder: Path) -> Iterator[Email | Reject | Skipped]:
     """The files of a Maildir's cur/ or new/: one message each."""
     try:
         names = sorted(os.listdir(folder))
@@ -282,9 +286,12 @@ def _iter_messages(top: Path, folder: Path) -> Iterator[Email | Reject]:
         return
     for name in names:
         path = folder / name
-        if name.startswith(".") or not path.is_file():
-            continue
-        yield read_eml(path, str(top), path.relative_to(top).as_posix())
+        if name.startswith("."):
+            yield Skipped(str(path), "a hidden file")
+        elif not path.is_file():
+            yield Skipped(str(path), "not a file (a Maildir's cur/ and new/ hold one file per message)")
+        else:
+            yield read_eml(path, str(top), path.relative_to(top).as_posix())
 
 
 def _iter_tmp(top: Path, folder: Path) -> Iterator[Reject]:
@@ -315,7 +322,7 @@ def _iter_stdin(fmt: str, chunking: Chunking) -> Iterator[Unit]:
 # --------------------------------------------------------------------------------------------
 
 
-def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject]:
+def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject | Skipped]:
     """Records from one path ("-" = stdin). Checks the path now, reads lazily.
 
     Raises InputError right away (not on first ``next()``) for an unknown format, a missing or
@@ -324,7 +331,7 @@ def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject
     return _open_units(path, fmt, None)  # type: ignore[return-value]  # no chunking: records only
 
 
-def iter_many(paths: Iterable[str | Path], fmt: str = "auto") -> Iterator[Email | Reject]:
+def iter_many(paths: Iterable[str | Path], fmt: str = "auto") -> Iterator[Email | Reject | Skipped]:
     """Records from several paths in order. Every path is checked before the first is read,
     so a typo in the last path fails fast instead of after a long ingest."""
     readers = [iter_records(p, fmt) for p in paths]
