@@ -37,6 +37,7 @@ from mailcli.store.db import Store, now_iso
 log = logging.getLogger(__name__)
 
 _PARAMS = 900  # SQLite's bound-parameter limit is 999 on old builds
+_FINGERPRINT_SQL = ", ".join(FINGERPRINT_COLUMNS)  # what rows.fingerprint() reads of a stored email
 _SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 
 
@@ -88,12 +89,9 @@ class IngestWriter:
     def add_batch(self, batch: PreparedBatch) -> None:
         """Store a batch of prepared emails: dedupe, thread, insert, refresh their conversations."""
         self.counts.duplicates += batch.duplicates
-        stored, variants = against_stored(batch.rows, self._stored)
+        stored = self._stored(batch.rows)
         fresh, (row_threads, key_threads) = without(batch, stored) if stored else (batch.rows, batch.threads)
-        if variants:  # copies of a stored Message-ID that differ from it: their own key, same threads
-            fresh = [variants.get(row[0], row) for row in fresh]
         self.counts.duplicates += len(stored)
-        self.counts.variants += sum(1 for row in fresh if is_variant(row[0]))
         if not fresh:
             return
         with self.conn:
@@ -106,7 +104,20 @@ class IngestWriter:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _stored(self, keys: list[str]) -> dict[str, list]:
+    def _stored(self, rows: list[Row]) -> set[str]:
+        """The dedupe keys of these rows that are stored already: duplicates, to drop.
+
+        A row that is a copy of a stored Message-ID with other content is not one: it is replaced
+        in ``rows`` by its variant (its own dedupe key, same thread keys: rows.against_stored).
+        Every variant among the rows kept is counted.
+        """
+        drop, variants = against_stored(rows, self._stored_values)
+        if variants:
+            rows[:] = [variants.get(row[0], row) for row in rows]
+        self.counts.variants += sum(1 for row in rows if is_variant(row[0]) and row[0] not in drop)
+        return drop
+
+    def _stored_values(self, keys: list[str]) -> dict[str, list]:
         """Of these dedupe keys, those stored already, each with what its email's fingerprint is
         made of (rows.against_stored compares a copy of a Message-ID with it)."""
         stored: dict[str, list] = {}
@@ -326,7 +337,6 @@ _UPSERT_CONVERSATION = (
     " queue_priority = coalesce(excluded.queue_priority, conversations.queue_priority),"
     " revision = conversations.revision + 1, updated_at = excluded.updated_at"
 )
-_FINGERPRINT_SQL = ", ".join(FINGERPRINT_COLUMNS)
 _INSERT_EMAIL = (
     f"INSERT INTO emails (rowid, conversation_id, ingested_at, {', '.join(COLUMNS)})"
     f" VALUES ({', '.join('?' * (3 + len(COLUMNS)))})"
