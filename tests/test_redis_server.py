@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,6 +345,7 @@ def test_stop_when_nothing_runs_reports_false(embedded: EmbeddedRedis):
 def test_start_failure_reports_the_tail_of_redis_log(embedded: EmbeddedRedis):
     embedded.dir.mkdir(mode=0o700, parents=True)
     (embedded.dir / "appendonly.aof").write_text("*garbage\r\nnot an AOF\n")
+    started = time.monotonic()
 
     with pytest.raises(RedisUnavailable) as excinfo:
         embedded.ensure()
@@ -352,6 +354,7 @@ def test_start_failure_reports_the_tail_of_redis_log(embedded: EmbeddedRedis):
     assert "append only file" in message  # from redis.log
     assert str(embedded.logfile) in message
     assert "\n" not in message
+    assert time.monotonic() - started < redis_server.START_TIMEOUT  # a dead server fails fast
     assert servers_in(embedded.dir) == []
 
 
@@ -417,11 +420,13 @@ def free_tcp_port() -> int:
 def test_closed_port_raises_one_line_redis_unavailable_without_the_password(userinfo: str):
     port = free_tcp_port()
     settings = Settings(redis_url=f"redis://{userinfo}127.0.0.1:{port}/0")
+    started = time.monotonic()
 
     with pytest.raises(RedisUnavailable) as excinfo:
         connect(settings)
 
     message = str(excinfo.value)
+    assert time.monotonic() - started < 5
     assert "\n" not in message
     assert "s3cr3t-pw" not in message
     assert f"127.0.0.1:{port}" in message
