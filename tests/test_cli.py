@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from conftest import SAMPLES
+from conftest import SAMPLES, TESTS
 
 GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]
 ALL = [*GOOD, str(SAMPLES / "malformed.jsonl")]
@@ -34,6 +34,35 @@ def test_plain_summary_line_when_piped(home):
     proc = home.run("ingest", *GOOD, "--no-enqueue")
     assert proc.returncode == 0
     assert " ingested, 0 duplicates, 0 rejected" in proc.stdout
+
+
+def test_a_mail_tree_with_copies_of_one_message_id_says_how_many_were_kept(home):
+    corpus = str(TESTS / "data" / "notmuch" / "duplicate")
+    proc = home.run("ingest", corpus, "--no-enqueue")
+    no_traceback(proc)
+    assert proc.returncode == 0
+    assert "9 read: 9 ingested (6 kept as variants of an existing Message-ID), 0 duplicates, 0 rejected" in (
+        " ".join(proc.stdout.split())
+    )
+    _, out = ingest_json(home, corpus)
+    assert (out["ingested"], out["variants"], out["duplicates"]) == (0, 0, 9)
+
+
+def test_bookkeeping_files_in_a_maildir_are_named_and_do_not_fail_strict(home, tmp_path):
+    box = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (box / sub).mkdir(parents=True)
+    (box / "cur" / "1:2,S").write_bytes(b"From: a@x.com\nSubject: hi\nMessage-ID: <1@x>\n\nbody\n")
+    (box / "dovecot-uidlist").write_text("3 V1 N2\n1 1:2,S\n")
+    (box / ".DS_Store").write_bytes(b"\x00\x01")
+    proc = home.run("ingest", str(box), "--no-enqueue", "--strict")
+    no_traceback(proc)
+    assert proc.returncode == 0
+    line = " ".join(proc.stdout.split())
+    assert "1 read: 1 ingested, 0 duplicates, 0 rejected, 2 bookkeeping files passed over;" in line
+    assert ".DS_Store" in proc.stderr and "dovecot-uidlist" in proc.stderr
+    _, out = ingest_json(home, str(box))
+    assert out["skipped"] == 2 and sorted(out["skipped_paths"]) == [str(box / ".DS_Store"), str(box / "dovecot-uidlist")]
 
 
 def test_strict_exits_3_when_records_were_rejected_but_keeps_the_good_ones(home):

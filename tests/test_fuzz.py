@@ -393,3 +393,51 @@ def test_a_conversation_is_analysed_without_raising_and_applying_its_result_twic
         assert snapshot() == once
         assert len(once[0]) == len(records) and len(once[1]) == len(payloads)
         assert {row[1] for row in once[2]} <= {"analyzed", "partial"}
+
+
+# ------------------------------------------------------------------ copies of one Message-ID
+
+
+copies = st.lists(
+    st.tuples(
+        st.sampled_from(["a@x", "b@x"]),  # Message-ID
+        st.sampled_from(["s1", "s2"]),  # subject
+        st.sampled_from(["body", "body \r\n", "other"]),  # white space aside, two bodies
+        st.sampled_from([[], ["r1@x"], ["r2@x"]]),  # References
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@FUZZ
+@given(copies, st.lists(st.integers(1, 5), min_size=1, max_size=8))
+def test_copies_of_message_ids_are_counted_the_same_however_they_are_batched(items, cuts):
+    """One email per distinct content of each Message-ID, whatever the batches; again: nothing new."""
+    from mailcli.store.db import Store
+    from mailcli.store.ingest import IngestWriter
+
+    def emails() -> list[Email]:
+        return [Email(source="f", locator=f"line {i}", message_id=mid, subject=subject, body=body, references=refs)
+                for i, (mid, subject, body, refs) in enumerate(items, 1)]  # fmt: skip
+
+    batches, rest, k = [], emails(), 0
+    while rest:
+        n = cuts[k % len(cuts)]
+        batches.append(rest[:n])
+        rest, k = rest[n:], k + 1
+    distinct = {(mid, subject, body.rstrip(), tuple(refs)) for mid, subject, body, refs in items}
+    with tempfile.TemporaryDirectory(prefix="mcfuzzdb") as d, Store.open(Path(d) / "f.db") as store:
+        w = IngestWriter(store)
+        for batch in batches:
+            w.add_emails(batch)
+        assert w.counts.ingested == len(distinct)
+        assert w.counts.duplicates == len(items) - len(distinct)
+        assert w.counts.variants == len(distinct) - len({mid for mid, *_ in items})
+        stored = store.conn.execute("SELECT message_id, subject, body, refs FROM emails").fetchall()
+        assert len(stored) == len(distinct)
+        convs = dict(store.conn.execute("SELECT message_id, count(DISTINCT conversation_id) FROM emails GROUP BY 1"))
+        assert set(convs.values()) == {1}  # all copies of a Message-ID in one conversation
+        again = IngestWriter(store)
+        again.add_emails(emails())
+        assert (again.counts.ingested, again.counts.duplicates) == (0, len(items))

@@ -68,7 +68,8 @@ def test_reading_stops_at_pretty_printed_json_as_the_parser_does():
 
 
 def make_export(path: Path, n: int, seed: int = 5) -> Path:
-    """Generated emails plus what a real export holds: exact duplicates, replies that link two
+    """Generated emails plus what a real export holds: exact duplicates, copies of a Message-ID
+    with other text (variants), replies that link two
     conversations (merges), blank and bad lines, a Graph page on one line, a stray Latin-1 byte."""
     from mailcli.synth import generate
 
@@ -87,6 +88,10 @@ def make_export(path: Path, n: int, seed: int = 5) -> Path:
                 f.write(b"[1, 2]\n")
             elif x < 0.05:
                 f.write(json.dumps(records[rng.randrange(i + 1)]).encode() + b"\n")  # a duplicate
+            elif x < 0.055:
+                copy = {**records[rng.randrange(i + 1)], "body": f"resent {i}"}
+                copy.pop("id", None)
+                f.write(json.dumps(copy).encode() + b"\n")  # a variant: one Message-ID, other text
             elif x < 0.07 and i > 10:
                 a, b = rng.sample(mids[:i], 2)
                 link = {"subject": f"Re: both {i}", "body": "see both", "from": "x@y.example", "references": [a, b]}
@@ -114,7 +119,7 @@ def ingest(db: Path, paths: list[Path], *, parallel: bool, batch_size: int, runs
     with Store.open(db) as store:
         for _ in range(runs):
             s = pipeline.ingest_paths(store, [str(p) for p in paths], parallel=parallel, batch_size=batch_size)
-            summaries.append((s.ingested, s.duplicates, s.rejected, s.merged, s.conversations, s.rejects))
+            summaries.append((s.ingested, s.duplicates, s.variants, s.rejected, s.merged, s.conversations, s.rejects))
     return summaries
 
 
@@ -138,7 +143,8 @@ def test_a_parse_process_stores_exactly_what_one_process_stores(tmp_path, eager_
     two = ingest(tmp_path / "two.db", paths, parallel=True, batch_size=250, runs=2)
     assert len(eager_parse_process) > 20  # most chunks were parsed by the parse process
     assert one == two
-    assert one[0][3] > 0 and one[1][0] == 0  # conversations were merged; nothing new the second time
+    assert one[0][4] > 0 and one[1][0] == 0  # conversations were merged; nothing new the second time
+    assert one[0][2] > 0 and one[1][2] == 0  # variants kept, and not again
     assert dump(tmp_path / "one.db") == dump(tmp_path / "two.db")
 
 

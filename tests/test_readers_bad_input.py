@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailcli.ingest.model import MAX_BODY_CHARS, Email, InputError, Reject
+from mailcli.ingest.model import MAX_BODY_CHARS, Email, InputError, Reject, Skipped
 from mailcli.ingest.readers import detect_format, iter_many, iter_records
 
 
@@ -486,3 +486,71 @@ def test_single_text_part_with_a_file_name_is_the_body(tmp_path):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder trees: every file read or named
+# ---------------------------------------------------------------------------------------------
+
+
+def message(subject: str, extra_headers: str = "") -> bytes:
+    return f"{extra_headers}From: a@x.com\nSubject: {subject}\nMessage-ID: <{subject}@x>\n\nbody\n".encode()
+
+
+def maildir(path: Path) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["auto", "maildir"])
+def test_a_maildir_tree_is_read_whole_and_what_is_not_mail_is_named(tmp_path, fmt):
+    top = maildir(tmp_path / "Mail")
+    (top / "cur" / "1:2,S").write_bytes(message("top"))
+    (top / "cur" / "2:2,S").write_bytes(b"just some notes, no headers\n")  # in cur/ but not mail
+    (top / "tmp" / "3").write_bytes(message("arriving"))
+    (top / "loose").write_bytes(message("loose"))  # beside cur/
+    (top / "dovecot-uidlist").write_bytes(b"3 V1700000000 N4\n1 1:2,S\n")
+    (top / "courierimapkeywords").mkdir()
+    (top / "courierimapkeywords" / ":list").write_bytes(b"$Label1\n\n1:2,S 0\n")
+    (top / "notes.pdf").write_bytes(b"%PDF-1.4\n\x00\x01\x02binary")
+    (top / ".uidvalidity").write_bytes(b"1\n")  # mbsync's bookkeeping: hidden, passed over
+    (maildir(top / ".Sent") / "cur" / "4:2,S").write_bytes(message("plusplus"))  # Maildir++
+    (maildir(top / "lists" / "dev") / "new" / "5").write_bytes(message("nested"))  # plain nesting
+    (top / "lists" / "archive.mbox").write_bytes(b"From a@x Mon Jan  1 00:00:00 2024\n" + message("in mbox"))
+    records = list(iter_records(top, fmt))
+    emails, rejects = split(records)
+    assert sorted(e.subject for e in emails) == ["in mbox", "loose", "nested", "plusplus", "top"]
+    # files that are not mail, and a message left in tmp/: rejects, each with its reason
+    named = {(Path(r.source) / r.locator if Path(r.source) == top else Path(r.source)).relative_to(top).as_posix():
+             r.reason for r in rejects}  # fmt: skip
+    assert sorted(named) == ["cur/2:2,S", "notes.pdf", "tmp/3"]
+    assert "not an RFC 822 message" in named["cur/2:2,S"]
+    assert "binary data" in named["notes.pdf"]
+    assert "move it to new/" in named["tmp/3"]
+    # mail tools' bookkeeping: passed over, each one named
+    skipped = {Path(r.source).relative_to(top).as_posix(): r.reason for r in records if isinstance(r, Skipped)}
+    assert skipped == {
+        ".uidvalidity": "a hidden file",
+        "courierimapkeywords": "a mail server's Maildir bookkeeping folder",
+        "dovecot-uidlist": "a mail server's Maildir bookkeeping file",
+    }
+    assert len(records) == len(emails) + len(rejects) + len(skipped)
+
+
+def test_a_symlink_back_up_the_tree_is_read_once(tmp_path):
+    top = maildir(tmp_path / "Mail")
+    (top / "cur" / "1").write_bytes(message("once"))
+    (top / "again").symlink_to(top)
+    assert [e.subject for e in iter_records(top)] == ["once"]
+
+
+def test_a_header_block_longer_than_the_first_4_kb_is_detected(tmp_path):
+    """The 4,096th byte falls inside a header name; the known headers come after it."""
+    padding = "".join(f"X-Trace-{i:03d}: {'a' * 60}\n" for i in range(70))
+    path = tmp_path / "1700000000.M1P2.host:2,S"  # no extension: detected by its headers
+    path.write_bytes(message("long", padding))
+    assert path.read_bytes().index(b"\n\n") > 4096
+    assert detect_format(path) == "eml"
+    [e] = iter_records(path)
+    assert isinstance(e, Email) and e.subject == "long"

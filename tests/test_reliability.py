@@ -645,18 +645,17 @@ def test_answers_slower_than_the_timeout_are_bounded_and_phase_1_is_kept():
         for i in range(3)
     ]  # fmt: skip
     conv = {"conversation_id": "c1", "revision": 1, "emails": emails, "options": {"all_phases": True}}
-    with OllamaStandin(hang=1.0, hang_seconds=5.0) as server:
+    # Every answer would take 10 minutes: only the client's timeouts let the job end (or the test's
+    # own timeout fails it).
+    with OllamaStandin(hang=1.0, hang_seconds=600.0) as server:
         client = OllamaClient(server.url, read_timeout=0.3, retries=1, backoff_base=0.05, backoff_max=0.1,
                               breaker_threshold=3)  # fmt: skip
         llm = OllamaLLMPhases(client, phase2_model="llama3.2:3b", phase3_model="phi4:14b", max_in_flight=2,
                               phase2_timeout=0.3, phase3_timeout=0.3)  # fmt: skip
-        t0 = time.monotonic()
         try:
             result = analyze_conversation(conv, llm)
         finally:
             client.close()
-        took = time.monotonic() - t0
-    assert took < 10, f"a hung Ollama held the job for {took:.1f}s"
     assert result["status"] == "partial" and result["missing"]
     assert all(e["phase1"]["po_numbers"] == ["4500012345"] for e in result["emails"][1:])
     assert all(e["phase2"] is None for e in result["emails"])  # owed, not invented

@@ -67,9 +67,7 @@ def test_a_host_with_nothing_loaded_is_reachable_with_no_models(standin):
 
 def test_a_refused_connection_is_one_line_naming_the_host():
     url = f"http://127.0.0.1:{closed_port()}"
-    started = time.monotonic()
     result = probe_once([url])[url]
-    assert time.monotonic() - started < 1
     assert result.reachable is False and result.models == []
     assert result.error.startswith(f"could not connect to {url} (") and "refused" in result.error.lower()
     assert "\n" not in result.error
@@ -78,26 +76,21 @@ def test_a_refused_connection_is_one_line_naming_the_host():
 def test_a_host_slower_than_the_timeout_is_unreachable_in_bounded_time(standin, monkeypatch):
     release = slow_ps(monkeypatch, 5.0)
     try:
-        started = time.monotonic()
         result = probe_once([standin.url], timeout=0.2)[standin.url]
-        took = time.monotonic() - started
     finally:
         release.set()
     assert result.reachable is False
-    assert result.error == f"{standin.url} timed out (ReadTimeout)"
-    assert 0.15 < took < 0.6 + 0.5  # the read timeout, well inside the wait of three timeouts
+    assert result.error == f"{standin.url} timed out (ReadTimeout)"  # the answer comes after 5 s
 
 
 def test_the_round_waits_no_longer_than_its_wait_whatever_the_timeouts(standin, monkeypatch):
     release = slow_ps(monkeypatch, 5.0)
     try:
-        started = time.monotonic()
         result = probe_once([standin.url], timeout=2.0, wait=0.2)[standin.url]
-        took = time.monotonic() - started
     finally:
         release.set()
+    # the round's wait, not the 2 s read timeout (that would say "timed out"), nor the 5 s answer
     assert (result.reachable, result.error) == (False, "no answer within 0.2s")
-    assert took < 1.0
 
 
 def test_a_500_carries_ollamas_error_message(standin, monkeypatch):
@@ -122,17 +115,21 @@ def test_a_4xx_is_the_request_rejected_and_a_non_json_body_is_said(standin, monk
 
 
 def test_hosts_are_probed_at_once_each_in_its_own_thread(monkeypatch):
+    # Each host answers only once both requests are in flight: one host at a time would leave the
+    # first request waiting at the barrier until it breaks (no answer within the timeout).
+    both_in_flight = threading.Barrier(2, timeout=5.0)
+    original = ollama_standin._Handler.route_api_ps
+
+    def route(self, method, raw):
+        both_in_flight.wait()
+        original(self, method, raw)
+
+    monkeypatch.setattr(ollama_standin._Handler, "route_api_ps", route)
     with OllamaStandin() as a, OllamaStandin() as b:
         urls = [a.url, b.url]
-        release = slow_ps(monkeypatch, 0.4)
-        try:
-            started = time.monotonic()
-            results = probe_once(urls, timeout=1.0)
-            took = time.monotonic() - started
-        finally:
-            release.set()
+        results = probe_once(urls, timeout=8.0, wait=8.0)
     assert [results[u].reachable for u in urls] == [True, True]
-    assert took < 0.75  # one slow answer's time, not two (0.8 s)
+    assert not both_in_flight.broken
 
 
 def test_a_kept_connection_is_reused_and_reopened_once_the_server_closed_it(standin, monkeypatch):

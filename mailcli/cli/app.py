@@ -122,10 +122,13 @@ def ingest(
                 {
                     "ingested": summary.ingested,
                     "duplicates": summary.duplicates,
+                    "variants": summary.variants,
                     "rejected": summary.rejected,
                     "conversations": summary.conversations,
                     "seconds": round(elapsed, 3),
                     "rejects": [_reject_dict(r) for r in summary.rejects],
+                    "skipped": summary.skipped,  # bookkeeping files passed over: not mail, not rejects
+                    "skipped_paths": summary.skipped_paths,
                 }
             )
         )
@@ -134,6 +137,9 @@ def ingest(
             err_console.print(f"[yellow]rejected[/] {r.source}, {r.locator}: {r.reason}", highlight=False)
         if summary.rejected > 10:
             err_console.print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
+        if summary.skipped:
+            shown = ", ".join(summary.skipped_paths[:3]) + (", …" if summary.skipped > 3 else "")
+            err_console.print(f"passed over (mail tools' bookkeeping, not mail): {shown}", highlight=False)
         rate = summary.seen / elapsed if elapsed > 0 else 0
         console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
                       highlight=False)  # fmt: skip

@@ -3,7 +3,8 @@
 * flat: ``subject``, ``body``, ``from``, ``to`` ... as a user would write them;
 * Microsoft Graph ``message`` resources (also PascalCase, as PowerShell's ConvertTo-Json writes
   them, and whole ``{"@odata.context": ..., "value": [...]}`` pages on one line);
-* Gmail API ``users.messages.get`` results, ``format=full`` (``payload``) or ``format=raw``.
+* Gmail API ``users.messages.get`` results, ``format=full`` (``payload``) or ``format=raw``, and
+  whole ``users.threads.get`` threads (``{"id", "historyId", "messages": [...]}``) on one line.
 
 The shape is decided per line, so one file may mix them.
 
@@ -136,12 +137,56 @@ def iter_jsonl(
             if fixed:
                 notes = (notes or []) + ["invalid \\u escapes (lone surrogates) replaced with U+FFFD"]
         locator = f"line {n}"
-        if type(obj) is dict and "@odata.context" in obj and type(obj.get("value")) is list:
-            # A whole Graph API page saved as one line: its messages are the records.
-            for k, item in enumerate(obj["value"], 1):
-                yield record_from_json(item, source, f"{locator} item {k}", list(notes or ()))
+        if type(obj) is dict and (_wrapped(obj) is not None or "historyId" in obj):
+            yield from _unwrap(obj, source, locator, notes)
             continue
         yield record_from_json(obj, source, locator, notes)
+
+
+# API responses that hold messages rather than being one (see _wrapped). Keys beyond these make
+# the object something else, read as one record.
+_GMAIL_THREAD_KEYS = frozenset({"id", "historyId", "snippet", "messages", "nextPageToken", "resultSizeEstimate"})
+_GMAIL_THREAD_LIST_KEYS = frozenset({"threads", "nextPageToken", "resultSizeEstimate"})
+_GMAIL_THREAD_STUB_KEYS = frozenset({"id", "historyId", "snippet"})
+
+
+def _wrapped(obj: dict) -> tuple[str, list] | None:
+    """The messages an API response on one line holds, with the word their locators use:
+
+    * a Microsoft Graph list page: ``{"@odata.context": ..., "value": [message, ...]}`` (only
+      ``value`` and ``@odata.*`` keys) -> "item";
+    * a Gmail thread (``users.threads.get``): ``{"id", "historyId", "messages": [message, ...]}``,
+      or a ``users.messages.list`` page, whose stubs are then rejected one by one -> "message";
+    * a Gmail ``users.threads.list`` page: ``{"threads": [thread, ...], "nextPageToken"}`` -> "thread".
+    """
+    value = obj.get("value")
+    if type(value) is list and all(type(k) is str and (k == "value" or k.startswith("@odata.")) for k in obj):
+        return "item", value
+    messages = obj.get("messages")
+    if type(messages) is list and obj.keys() <= _GMAIL_THREAD_KEYS:
+        return "message", messages
+    threads = obj.get("threads")
+    if type(threads) is list and obj.keys() <= _GMAIL_THREAD_LIST_KEYS:
+        return "thread", threads
+    return None
+
+
+def _unwrap(obj: Any, source: str, locator: str, notes: list[str] | None) -> Iterator[Email | Reject]:
+    """Every message inside an API response (a thread inside a list of threads too), each with
+    its place in the line: "line 3 message 2", "line 1 thread 4 message 1"."""
+    wrapped = _wrapped(obj) if type(obj) is dict else None
+    if wrapped is None:
+        if type(obj) is dict and "historyId" in obj and obj.keys() <= _GMAIL_THREAD_STUB_KEYS:
+            yield Reject(
+                source, locator,
+                "a Gmail thread without its messages (users.threads.list): fetch it with users.threads.get",
+            )  # fmt: skip
+        else:
+            yield record_from_json(obj, source, locator, list(notes or ()))
+        return
+    word, items = wrapped
+    for k, item in enumerate(items, 1):
+        yield from _unwrap(item, source, f"{locator} {word} {k}", notes)
 
 
 def _is_pretty_printed_start(raw: bytes) -> bool:

@@ -11,7 +11,6 @@ messages here and Gmail API ``payload`` JSON in :mod:`mailcli.ingest.jsonl`.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -341,28 +340,3 @@ def read_eml(path: Path, source: str, locator: str) -> Email | Reject:
 def is_maildir(path: Path) -> bool:
     """cur/ and new/ make a Maildir; tmp/ is often missing from copies (git drops empty dirs)."""
     return (path / "cur").is_dir() and (path / "new").is_dir()
-
-
-def iter_maildir(root: Path, source: str) -> Iterator[Email | Reject]:
-    """Every message in cur/ and new/, plus Maildir++ sub-folders (.Sent, .Archive, ...)."""
-    folders = [root]
-    try:
-        folders += sorted(
-            p for p in root.iterdir() if p.name.startswith(".") and p.is_dir() and is_maildir(p)
-        )
-    except OSError:
-        pass
-    for folder in folders:
-        for sub in ("cur", "new"):
-            try:
-                names = sorted(os.listdir(folder / sub))
-            except OSError as exc:
-                yield Reject(
-                    source, os.path.relpath(folder / sub, root), f"cannot read folder: {exc.strerror}"
-                )
-                continue
-            for name in names:
-                path = folder / sub / name
-                if name.startswith(".") or not path.is_file():
-                    continue
-                yield read_eml(path, source, path.relative_to(root).as_posix())

@@ -68,6 +68,16 @@ class Reject:
     reason: str
 
 
+@dataclass(slots=True, frozen=True)
+class Skipped:
+    """A file or folder passed over on purpose: a mail tool's bookkeeping (hidden files such as
+    .DS_Store or mbsync's .uidvalidity, Dovecot's dovecot-uidlist), never mail. Not a reject (it
+    does not fail ``--strict``), but counted and named in the ingest summary."""
+
+    source: str  # its path
+    reason: str
+
+
 class InputError(Exception):
     """A whole input cannot be read (missing path, unreadable): one line, names the path and the fix."""
 

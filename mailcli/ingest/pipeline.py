@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailcli.ingest.jsonl import LineChunk
-from mailcli.ingest.model import Email, InputError, Reject
+from mailcli.ingest.model import Email, InputError, Reject, Skipped
 from mailcli.ingest.rows import PreparedBatch, prepare_batch
 from mailcli.store.db import Store
 from mailcli.store.ingest import BackgroundCheckpoints, IngestWriter
@@ -40,17 +40,20 @@ BATCH = 5000
 BATCH_CHARS = 8_000_000  # and at most this much body text per batch: memory stays bounded
 AHEAD = 2  # chunks handed to the parse process before the oldest result is waited for
 
-Parsed = tuple[PreparedBatch, list[Reject]]  # a batch as the writer takes it
+Parsed = tuple[PreparedBatch, list[Reject | Skipped]]  # a batch as the writer takes it
 
 
 @dataclass
 class IngestSummary:
     ingested: int = 0
     duplicates: int = 0
+    variants: int = 0  # of the ingested: copies of a Message-ID whose content differs from the first
     rejected: int = 0
     conversations: int = 0  # conversations created or changed by this ingest
     merged: int = 0
     rejects: list[Reject] = field(default_factory=list)  # the first few, to show the user
+    skipped: int = 0  # bookkeeping files and folders passed over (not read, not rejects)
+    skipped_paths: list[str] = field(default_factory=list)  # the first few, to show the user
     touched: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -58,10 +61,16 @@ class IngestSummary:
         return self.ingested + self.duplicates + self.rejected
 
     def line(self) -> str:
+        variants = f" ({self.variants} kept as variants of an existing Message-ID)" if self.variants else ""
         return (
-            f"{self.ingested} ingested, {self.duplicates} duplicates, {self.rejected} rejected;"
-            f" {self.conversations} conversations queued for analysis"
+            f"{self.seen} read: {self.ingested} ingested{variants}, {self.duplicates} duplicates,"
+            f" {self.rejected} rejected{self._skipped()}; {self.conversations} conversations queued for analysis"
         )
+
+    def _skipped(self) -> str:
+        if not self.skipped:
+            return ""
+        return f", {self.skipped} bookkeeping {'file' if self.skipped == 1 else 'files'} passed over"
 
 
 def check_paths(paths: Sequence[str]) -> None:
@@ -116,7 +125,12 @@ def ingest_paths(
     summary = IngestSummary()
     parsed = _parsed(_batches(units, batch_size), parallel, batch_size)
     with BackgroundCheckpoints(store) as checkpoints, closing(parsed):  # closing: stops the parse process
-        for prepared, rejects in parsed:
+        for prepared, records in parsed:
+            rejects = [r for r in records if isinstance(r, Reject)]
+            if len(rejects) < len(records):
+                skipped = [r.source for r in records if isinstance(r, Skipped)]
+                summary.skipped += len(skipped)
+                summary.skipped_paths.extend(skipped[: 20 - len(summary.skipped_paths)])
             writer.add_rejects(rejects)
             writer.add_batch(prepared)
             checkpoints.nudge()
@@ -124,6 +138,7 @@ def ingest_paths(
                 summary.rejects.extend(rejects[: 20 - len(summary.rejects)])
             c = writer.counts
             summary.ingested, summary.duplicates, summary.rejected = c.ingested, c.duplicates, c.rejected
+            summary.variants = c.variants
             summary.merged = c.merged
             if on_batch:
                 on_batch(summary)
@@ -151,10 +166,10 @@ def ingest_paths(
 # --------------------------------------------------------------------------------------------
 
 
-def _batches(units: Iterable[Email | Reject | LineChunk], batch_size: int) -> Iterator[LineChunk | list]:
+def _batches(units: Iterable[Email | Reject | Skipped | LineChunk], batch_size: int) -> Iterator[LineChunk | list]:
     """One write batch each: a chunk of JSONL lines, or records the readers already parsed,
     grouped by count and body size."""
-    records: list[Email | Reject] = []
+    records: list[Email | Reject | Skipped] = []
     chars = 0
     for unit in units:
         if isinstance(unit, LineChunk):
@@ -174,12 +189,13 @@ def _batches(units: Iterable[Email | Reject | LineChunk], batch_size: int) -> It
 
 
 def parse_batch(batch: LineChunk | list[Email | Reject]) -> Parsed:
-    """A batch as the writer takes it: prepared emails and rejects. Runs in a parse process too."""
-    rejects: list[Reject] = []
+    """A batch as the writer takes it: prepared emails, and rejects (with the files passed over).
+    Runs in a parse process too."""
+    rejects: list[Reject | Skipped] = []
 
     def emails() -> Iterator[Email]:  # prepared one by one: no batch of Email objects held
         for record in batch.records() if isinstance(batch, LineChunk) else batch:
-            if isinstance(record, Reject):
+            if isinstance(record, Reject | Skipped):
                 rejects.append(record)
             else:
                 yield record

@@ -1,4 +1,5 @@
-"""Entry point for reading exports: paths in, a stream of ``Email`` / ``Reject`` records out.
+"""Entry point for reading exports: paths in, a stream of ``Email`` / ``Reject`` records out
+(and, walking a folder, a :class:`Skipped` for each bookkeeping file passed over).
 
     for record in iter_records("export.jsonl"):       # or .mbox, a .eml folder, a Maildir, "-"
         ...
@@ -28,11 +29,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailcli.ingest.jsonl import LineChunk, iter_jsonl, iter_line_chunks
-from mailcli.ingest.mime import KNOWN_HEADERS, email_from_bytes, is_maildir, iter_maildir, iter_mbox
-from mailcli.ingest.model import Email, InputError, Reject
+from mailcli.ingest.mime import KNOWN_HEADERS, email_from_bytes, is_maildir, iter_mbox, read_eml
+from mailcli.ingest.model import Email, InputError, Reject, Skipped
 
 __all__ = [
-    "FORMATS", "Chunking", "Email", "InputError", "LineChunk", "Reject", "detect_format", "iter_many",
+    "FORMATS", "Chunking", "Email", "InputError", "LineChunk", "Reject", "Skipped", "detect_format", "iter_many",
     "iter_records", "iter_units",
 ]  # fmt: skip
 
@@ -49,7 +50,7 @@ _TEXT_BYTES = bytes([7, 8, 9, 10, 12, 13, 27]) + bytes(range(0x20, 0x7F)) + byte
 
 # JSONL read in chunks of at most (lines, bytes), left unparsed; None: parse as it is read.
 Chunking = tuple[int, int] | None
-Unit = Email | Reject | LineChunk
+Unit = Email | Reject | Skipped | LineChunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,9 +73,16 @@ def _is_binary(head: bytes) -> bool:
 
 
 def _looks_like_headers(head: bytes) -> bool:
-    """The first lines are ``Name: value`` headers and include one that every email has."""
+    """The first lines are ``Name: value`` headers and include one that every email has.
+
+    ``head`` is what the reader has buffered (up to 1 MiB), not a fixed prefix: the header block is
+    read to its end or to the end of ``head``, whose last line, cut off there, is left out.
+    """
     names = set()
-    for line in head.splitlines()[:200]:
+    lines = head.splitlines()
+    if len(lines) > 1 and not head.endswith((b"\n", b"\r")):
+        lines.pop()  # cut off by the end of the buffer, maybe inside a header name
+    for line in lines:
         if not line.strip():
             break  # end of the header block
         if line[:1] in (b" ", b"\t"):
@@ -92,7 +100,7 @@ def _sniff(name: str, head: bytes) -> str:
     if head.startswith(_UTF16_BOMS):  # only JSONL is ever written as UTF-16 (by PowerShell)
         text16 = head[: len(head) // 2 * 2].decode("utf-16", "replace").lstrip("\ufeff \r\n\t")
         return "jsonl" if suffix in _JSONL_SUFFIXES or text16.startswith("{") else "unsupported"
-    if _is_binary(head):
+    if _is_binary(head[:_SNIFF_BYTES]):
         return "binary"
     if suffix in _JSONL_SUFFIXES:
         return "jsonl"
@@ -152,11 +160,14 @@ def _open(path: Path) -> BinaryIO:
 
 def _peekable(f: BinaryIO) -> BinaryIO:
     """A stream whose first bytes can be looked at without consuming them (pipes included)."""
-    return f if hasattr(f, "peek") else io.BufferedReader(f)  # type: ignore[arg-type]
+    return f if hasattr(f, "peek") else io.BufferedReader(f, _BUFFER)  # type: ignore[arg-type]
 
 
 def _peek(f: BinaryIO) -> bytes:
-    return f.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]  # type: ignore[attr-defined]
+    """What the stream has buffered, without consuming it: at least the first _SNIFF_BYTES of a
+    file (when it has them), up to _BUFFER; a pipe gives what has arrived so far."""
+    head = f.peek(_SNIFF_BYTES)  # type: ignore[attr-defined]
+    return head[:_BUFFER]
 
 
 def _utf16_lines(f: BinaryIO) -> Iterator[bytes]:
@@ -206,25 +217,94 @@ def _iter_file(path: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
         yield from _iter_stream(f, source, path.name, fmt, chunking)
 
 
-def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
-    """Every file under ``root`` in name order; Maildirs inside are read as Maildirs.
+# Files a mail server keeps inside a Maildir: named as what they are when rejected.
+_MAILDIR_BOOKKEEPING = ("dovecot", "courierimap", "maildirfolder", "maildirsize", "subscriptions")
 
-    Hidden files and folders (.DS_Store, .git) are skipped silently: they are never exports.
+
+def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
+    """Every file under ``root``, depth first in name order.
+
+    A folder with cur/ and new/ is a Maildir: the files in cur/ and new/ are messages (one that
+    is not becomes a Reject saying why), a file in tmp/ is a delivery still in progress (a Reject
+    that names it); everything else in that folder is walked like any folder, so Maildir++
+    sub-folders (``.Sent``), plain sub-folders holding their own Maildirs and loose message files
+    beside cur/ are all read. Other files are detected one by one (``fmt`` "auto") or read as
+    ``fmt``. Mail tools' bookkeeping is passed over, one :class:`Skipped` each: hidden files
+    (.DS_Store, mbsync's .uidvalidity), hidden folders that are not Maildirs (.git, .notmuch), and
+    a mail server's files and folders in a Maildir (dovecot-uidlist, courierimapkeywords/).
     """
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        keep = []
-        for d in sorted(dirnames):
-            if d.startswith("."):
-                continue
-            if is_maildir(here / d):
-                yield from iter_maildir(here / d, str(here / d))
+    yield from _walk(root, root, fmt, chunking, set())
+
+
+def _walk(top: Path, folder: Path, fmt: str, chunking: Chunking, seen: set[str]) -> Iterator[Unit]:
+    """One folder of _iter_dir; messages in a Maildir are named by ``top`` and their path from it."""
+    real = os.path.realpath(folder)
+    if real in seen:  # a symlink back up the tree
+        return
+    seen.add(real)
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield Reject(str(folder), "folder", f"cannot read folder: {exc.strerror or exc}")
+        return
+    maildir = is_maildir(folder)
+    if maildir:  # the Maildir's own messages first, then what sits beside and below them
+        entries.sort(key=lambda e: (e.name not in ("cur", "new"), e.name))
+    file_fmt = "auto" if fmt == "maildir" else fmt  # loose files beside cur/ are detected
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if maildir and entry.name in ("cur", "new"):
+                yield from _iter_messages(top, path)
+            elif maildir and entry.name == "tmp":
+                yield from _iter_tmp(top, path)
+            elif maildir and entry.name.lower().startswith(_MAILDIR_BOOKKEEPING):  # courierimapkeywords/
+                yield Skipped(str(path), "a mail server's Maildir bookkeeping folder")
+            elif not entry.name.startswith(".") or is_maildir(path):
+                yield from _walk(top, path, fmt, chunking, seen)
             else:
-                keep.append(d)
-        dirnames[:] = keep  # os.walk descends only into what is left
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield from _iter_file(here / name, fmt, chunking)
+                yield Skipped(str(path), "a hidden folder that is not a Maildir")
+        elif entry.name.startswith("."):
+            yield Skipped(str(path), "a hidden file")
+        elif maildir and entry.name.lower().startswith(_MAILDIR_BOOKKEEPING):
+            yield Skipped(str(path), "a mail server's Maildir bookkeeping file")
+        else:
+            yield from _iter_file(path, file_fmt, chunking)
+
+
+def _iter_messages(top: Path, folder: Path) -> Iterator[Email | Reject | Skipped]:
+    """The files of a Maildir's cur/ or new/: one message each."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        yield Reject(str(top), folder.relative_to(top).as_posix(), f"cannot read folder: {exc.strerror or exc}")
+        return
+    for name in names:
+        path = folder / name
+        if name.startswith("."):
+            yield Skipped(str(path), "a hidden file")
+        elif not path.is_file():
+            yield Skipped(str(path), "not a file (a Maildir's cur/ and new/ hold one file per message)")
+        else:
+            yield read_eml(path, str(top), path.relative_to(top).as_posix())
+
+
+def _iter_tmp(top: Path, folder: Path) -> Iterator[Reject]:
+    """A Maildir's tmp/ holds deliveries in progress: not read, but each one is named."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    except OSError:
+        return
+    for name in names:
+        yield Reject(
+            str(top), (folder / name).relative_to(top).as_posix(),
+            "in a Maildir's tmp/ (a delivery still in progress), not read: move it to new/ to ingest it",
+        )  # fmt: skip
 
 
 def _iter_stdin(fmt: str, chunking: Chunking) -> Iterator[Unit]:
@@ -242,7 +322,7 @@ def _iter_stdin(fmt: str, chunking: Chunking) -> Iterator[Unit]:
 # --------------------------------------------------------------------------------------------
 
 
-def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject]:
+def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject | Skipped]:
     """Records from one path ("-" = stdin). Checks the path now, reads lazily.
 
     Raises InputError right away (not on first ``next()``) for an unknown format, a missing or
@@ -251,7 +331,7 @@ def iter_records(path: str | Path, fmt: str = "auto") -> Iterator[Email | Reject
     return _open_units(path, fmt, None)  # type: ignore[return-value]  # no chunking: records only
 
 
-def iter_many(paths: Iterable[str | Path], fmt: str = "auto") -> Iterator[Email | Reject]:
+def iter_many(paths: Iterable[str | Path], fmt: str = "auto") -> Iterator[Email | Reject | Skipped]:
     """Records from several paths in order. Every path is checked before the first is read,
     so a typo in the last path fails fast instead of after a long ingest."""
     readers = [iter_records(p, fmt) for p in paths]
@@ -276,9 +356,7 @@ def _open_units(path: str | Path, fmt: str, chunking: Chunking) -> Iterator[Unit
     p = Path(path)
     _check_readable(p)
     if p.is_dir():
-        if is_maildir(p) and fmt in ("auto", "maildir", "eml"):  # a Maildir holds .eml files
-            return iter_maildir(p, str(p))
-        if fmt == "maildir":
+        if fmt == "maildir" and not is_maildir(p):
             raise InputError(
                 f"{p} is not a Maildir (no cur/ and new/ folders): check the path or use --format auto"
             )

@@ -14,8 +14,9 @@ thousands: tuples of strings are what pickle handles fastest.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mailcli.ingest.model import Email
@@ -28,6 +29,10 @@ COLUMNS = (
     "source", "locator",
 )  # fmt: skip
 SUBJECT, DATE = COLUMNS.index("subject"), COLUMNS.index("date")
+ID, DEDUPE_KEY, MESSAGE_ID = COLUMNS.index("id"), COLUMNS.index("dedupe_key"), COLUMNS.index("message_id")
+# What makes two emails with one Message-ID the same email (see fingerprint()).
+FINGERPRINT_COLUMNS = ("from_addr", "date", "subject", "body", "in_reply_to", "refs")
+_FINGERPRINTED = tuple(COLUMNS.index(c) for c in FINGERPRINT_COLUMNS)
 
 # A prepared row: (dedupe_key, thread_keys, proposed_conversation_id, columns, recipients), where
 # recipients is a tuple of (kind, address) pairs, kind being "to", "cc" or "bcc".
@@ -100,6 +105,106 @@ def _json_list(items: list[str]) -> str:
     return json.dumps(items)
 
 
+# --------------------------------------------------------------------------------------------
+# Copies of one Message-ID: duplicates when identical, variants when not
+# --------------------------------------------------------------------------------------------
+#
+# An email's dedupe key is its Message-ID ("mid:..."). Copies of one Message-ID are the same email
+# when their fingerprints are equal: same sender, date, subject, body text (line endings and
+# trailing white space aside), In-Reply-To and References. What mail servers add on the way
+# (Received, Delivered-To, list headers) is not read, so two deliveries of one mail are duplicates.
+# A copy that differs (a bug tracker's resend with its own subject and References, a list's copy
+# with a footer) is kept as a variant: an email of its own under the key "var:<fingerprint>:<id>",
+# threaded by the same Message-ID into the same conversation. The first copy stored keeps "mid:".
+
+
+def fingerprint(values: Sequence) -> str:
+    """Hash of the FINGERPRINT_COLUMNS values (as stored in ``emails``, in that order)."""
+    h = hashlib.sha256()
+    for name, value in zip(FINGERPRINT_COLUMNS, values, strict=True):
+        if value is None:
+            value = ""
+        elif name == "body":
+            value = "\n".join(line.rstrip() for line in value.replace("\r\n", "\n").split("\n")).strip()
+        h.update(str(value).encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def fingerprint_values(row: Row) -> list:
+    """The row's FINGERPRINT_COLUMNS values, as ``emails`` stores them."""
+    columns = row[3]
+    return [columns[i] for i in _FINGERPRINTED]
+
+
+def row_fingerprint(row: Row) -> str:
+    return fingerprint(fingerprint_values(row))
+
+
+def is_variant(key: str) -> bool:
+    return key.startswith("var:")
+
+
+def as_variant(row: Row, fp: str) -> Row:
+    """``row`` as a variant of its Message-ID: its own dedupe key, and its own id when the id was
+    the Message-ID (ids stay unique per email)."""
+    columns = list(row[3])
+    key = f"var:{fp}:{columns[MESSAGE_ID]}"
+    columns[DEDUPE_KEY] = key
+    if columns[ID] == columns[MESSAGE_ID]:
+        columns[ID] = f"{columns[ID]}#{fp[:8]}"
+    return key, row[1], row[2], tuple(columns), row[4]
+
+
+def against_stored(rows: Sequence[Row], lookup: Callable[[list[str]], dict[str, list]]) -> tuple[set[str], dict[str, Row]]:
+    """Which rows are copies of stored emails, and which become variants of a stored Message-ID.
+
+    ``lookup(keys)`` gives, for each of ``keys`` that is stored, that stored email's
+    FINGERPRINT_COLUMNS values. Returns the keys to drop as duplicates and, by key, the rows to
+    store as variants instead. A copy equal to the stored email value for value (the usual
+    duplicate) is found without hashing.
+    """
+    need = {row[0] for row in rows}
+    need.update("mid:" + row[3][MESSAGE_ID] for row in rows if is_variant(row[0]))
+    stored = lookup(sorted(need))
+    if not stored:
+        return set(), {}
+    drop: set[str] = set()
+    ask: dict[str, Row] = {}  # variant key -> the row that would become it
+    for row in rows:
+        key = row[0]
+        if is_variant(key):  # a variant within the batch: a copy of the stored first one?
+            base = stored.get("mid:" + row[3][MESSAGE_ID])
+            if key in stored or (base is not None and fingerprint(base) == key[4:20]):
+                drop.add(key)
+            continue
+        if key not in stored:
+            continue
+        if not key.startswith("mid:"):
+            drop.add(key)  # the same source id or content hash: the same email
+            continue
+        values = fingerprint_values(row)
+        if values == stored[key]:
+            drop.add(key)
+            continue
+        fp = fingerprint(values)
+        if fingerprint(stored[key]) == fp:
+            drop.add(key)
+            continue
+        variant = as_variant(row, fp)
+        ask[variant[0]] = variant
+    rekeyed: dict[str, Row] = {}
+    if ask:
+        present = lookup(list(ask))
+        for vkey, variant in ask.items():
+            base_key = "mid:" + variant[3][MESSAGE_ID]
+            if vkey in present:
+                drop.add(base_key)
+            else:
+                rekeyed[base_key] = variant
+    return drop, rekeyed
+
+
 # Each row's thread, and each thread key's: (thread per row, {key: thread}). Threads are numbers
 # that mean nothing but "the same thread".
 Threads = tuple[list[int], dict[str, int]]
@@ -109,18 +214,37 @@ Threads = tuple[list[int], dict[str, int]]
 class PreparedBatch:
     """A batch of emails as the writer takes it."""
 
-    rows: list[Row]  # the first email of each dedupe key in the batch, in input order
-    duplicates: int  # later copies of a dedupe key in the batch, dropped
+    rows: list[Row]  # the first email of each dedupe key in the batch, variants included, in input order
+    duplicates: int  # later identical copies in the batch, dropped
     threads: Threads  # threads(rows)
 
 
 def prepare_batch(emails: Iterable[Email]) -> PreparedBatch:
+    """Rows of ``emails``; an identical later copy of a Message-ID is dropped, one that differs
+    becomes a variant (fingerprints are computed only when a Message-ID comes twice)."""
     first: dict[str, Row] = {}
+    kept: dict[str, set[str]] = {}  # Message-ID key -> fingerprints of its copies kept
     n = 0
     for email in emails:
         row = prepare(email)
-        first.setdefault(row[0], row)
         n += 1
+        key = row[0]
+        if key not in first:
+            first[key] = row
+            continue
+        if not key.startswith("mid:"):
+            continue  # the same source id or content hash: the same email
+        values = fingerprint_values(row)
+        if values == fingerprint_values(first[key]):
+            continue  # the usual duplicate: equal value for value, no hashing
+        fps = kept.get(key)
+        if fps is None:
+            fps = kept[key] = {row_fingerprint(first[key])}
+        fp = fingerprint(values)
+        if fp not in fps:
+            fps.add(fp)
+            variant = as_variant(row, fp)
+            first[variant[0]] = variant
     rows = list(first.values())
     return PreparedBatch(rows, n - len(rows), threads(rows))
 

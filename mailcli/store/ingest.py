@@ -20,13 +20,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mailcli.ingest.model import Email, Reject
-from mailcli.ingest.rows import COLUMNS, DATE, SUBJECT, PreparedBatch, Row, prepare_batch, without
+from mailcli.ingest.rows import (
+    COLUMNS,
+    DATE,
+    FINGERPRINT_COLUMNS,
+    SUBJECT,
+    PreparedBatch,
+    Row,
+    against_stored,
+    is_variant,
+    prepare_batch,
+    without,
+)  # fmt: skip
 from mailcli.store.db import Store, now_iso
 from mailcli.store.lifecycle import emails_joined
 
 log = logging.getLogger(__name__)
 
 _PARAMS = 900  # SQLite's bound-parameter limit is 999 on old builds
+_FINGERPRINT_SQL = ", ".join(FINGERPRINT_COLUMNS)  # what rows.fingerprint() reads of a stored email
 _SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 
 
@@ -38,6 +50,7 @@ def base_subject(subject: str) -> str:
 class IngestCounts:
     ingested: int = 0
     duplicates: int = 0
+    variants: int = 0  # of the ingested: copies of a Message-ID whose content differs (rows.py)
     rejected: int = 0
     merged: int = 0
     touched: set[str] = field(default_factory=set)
@@ -94,13 +107,28 @@ class IngestWriter:
     # -- steps ----------------------------------------------------------------------------
 
     def _stored(self, rows: list[Row]) -> set[str]:
-        """The dedupe keys of these rows that are stored already."""
-        stored: set[str] = set()
-        for chunk in _chunks([row[0] for row in rows]):
+        """The dedupe keys of these rows that are stored already: duplicates, to drop.
+
+        A row that is a copy of a stored Message-ID with other content is not one: it is replaced
+        in ``rows`` by its variant (its own dedupe key, same thread keys: rows.against_stored).
+        Every variant among the rows kept is counted.
+        """
+        drop, variants = against_stored(rows, self._stored_values)
+        if variants:
+            rows[:] = [variants.get(row[0], row) for row in rows]
+        self.counts.variants += sum(1 for row in rows if is_variant(row[0]) and row[0] not in drop)
+        return drop
+
+    def _stored_values(self, keys: list[str]) -> dict[str, list]:
+        """Of these dedupe keys, those stored already, each with what its email's fingerprint is
+        made of (rows.against_stored compares a copy of a Message-ID with it)."""
+        stored: dict[str, list] = {}
+        for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            stored.update(
-                r[0] for r in self.conn.execute(f"SELECT dedupe_key FROM emails WHERE dedupe_key IN ({marks})", chunk)
-            )
+            for key, *values in self.conn.execute(
+                f"SELECT dedupe_key, {_FINGERPRINT_SQL} FROM emails WHERE dedupe_key IN ({marks})", chunk
+            ):
+                stored[key] = values
         return stored
 
     def _thread(
@@ -123,17 +151,28 @@ class IngestWriter:
             existing.setdefault(key_threads[key], set()).add(conv)
         chosen: dict[int, str] = {}
         fresh: dict[int, str] = {}  # thread -> proposed new conversation id (its first row's)
+        # Two threads of the batch may touch one stored conversation, and a later one may merge it
+        # away: every conversation is read through what it was merged into.
+        merged_into: dict[str, str] = {}
+
+        def current(conv: str) -> str:
+            while conv in merged_into:
+                conv = merged_into[conv]
+            return conv
+
         for i, thread in enumerate(row_threads):
             if thread in chosen or thread in fresh:
                 continue
-            convs = existing.get(thread)
+            convs = {current(c) for c in existing.get(thread, ())}
             if not convs:
                 fresh[thread] = rows[i][2]
             elif len(convs) == 1:
                 chosen[thread] = next(iter(convs))
             else:
-                chosen[thread] = min(convs)
-                self._merge(chosen[thread], sorted(convs - {chosen[thread]}))
+                chosen[thread] = survivor = min(convs)
+                self._merge(survivor, sorted(convs - {survivor}))
+                merged_into.update(dict.fromkeys(convs - {survivor}, survivor))
+        chosen = {thread: current(conv) for thread, conv in chosen.items()}
         # a fresh id may collide with an unrelated conversation's id, stored or new in this batch
         taken = set(chosen.values())
         proposed = list(set(fresh.values()))
