@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -587,3 +588,112 @@ def test_priority_of_agrees_with_analyze_email_on_samples_and_generated_mail():
         assert priority_of(subject, body, importance=importance) == analyze_email(
             subject, body, importance=importance
         ).priority, (subject, body[:200])
+
+
+# ----------------------------------------------------------------------------- labelled mail sets
+#
+# Two labelled sets, read by the project's own readers as ingest reads them:
+# * business: the 57 emails of samples/ (order-desk mail), labels in tests/data/business-labels.json;
+# * not business: 263 real mailing-list emails (notmuch and LKML threads, patches and code), labels
+#   in tests/data/mailing-lists/labels.json (source and licence in tests/data/README.md).
+# The figures are the ones the README's phase 1 table shows; test_readme_shows_the_measured_figures
+# keeps the two in step.
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+FACT_FIELDS = ("po_numbers", "quote_numbers", "case_numbers", "part_numbers", "amounts")
+BUSINESS_SOURCES = ("samples/graph.jsonl", "samples/flat.jsonl", "samples/malformed.jsonl", "samples/mbox", "samples/eml")
+
+
+def _read_emails(paths):
+    from mailcli.ingest.model import Email
+    from mailcli.ingest.readers import iter_records
+
+    for path in paths:
+        for record in iter_records(path):
+            assert isinstance(record, Email) or "malformed" in str(path), record
+            if isinstance(record, Email):
+                yield record
+
+
+def business_set():
+    """(label, phase 1 result) for each email of the business set."""
+    labels = json.loads((DATA / "business-labels.json").read_text())
+    pairs = []
+    for email in _read_emails(ROOT / p for p in BUSINESS_SOURCES):
+        source = Path(email.source).relative_to(ROOT).as_posix()
+        key = source if source.startswith("samples/eml/") else f"{source} {email.locator}"
+        result = analyze_email(email.subject, email.body, importance=email.importance)
+        pairs.append((labels.pop(key), result))
+    assert not labels, f"labelled emails not found: {sorted(labels)}"
+    return pairs
+
+
+def mailing_list_set():
+    labels = json.loads((DATA / "mailing-lists" / "labels.json").read_text())
+    pairs = []
+    for email in _read_emails(sorted((DATA / "mailing-lists").glob("*.eml"))):
+        result = analyze_email(email.subject, email.body, importance=email.importance)
+        pairs.append((labels.pop(Path(email.source).name), result))
+    assert not labels, f"labelled emails not found: {sorted(labels)}"
+    return pairs
+
+
+def business_figures(pairs) -> dict[str, float]:
+    """Entity F1 (micro, over PO/quote/case/part numbers and amounts, each a multiset per email),
+    priority accuracy and workflow accuracy."""
+    from collections import Counter
+
+    tp = fp = fn = 0
+    for label, result in pairs:
+        found = result.to_dict()
+        for name in FACT_FIELDS:
+            want, got = Counter(label[name]), Counter(found[name])
+            hits = sum((want & got).values())
+            tp, fp, fn = tp + hits, fp + sum(got.values()) - hits, fn + sum(want.values()) - hits
+    n = len(pairs)
+    return {
+        "emails": n,
+        "entity_f1": round(2 * tp / (2 * tp + fp + fn), 3),
+        "priority_accuracy": round(sum(lab["priority"] == r.priority for lab, r in pairs) / n, 3),
+        "workflow_accuracy": round(sum(lab["workflow_state"] == r.workflow_state for lab, r in pairs) / n, 3),
+    }
+
+
+def non_business_figures(pairs) -> dict[str, float]:
+    """Share of emails given a PO/quote/case/part number or an amount their label does not hold, and
+    share given a workflow state other than their label's."""
+    n = len(pairs)
+    false_fact = sum(
+        any(x not in label[name] for name in FACT_FIELDS for x in r.to_dict()[name]) for label, r in pairs
+    )
+    wrong_state = sum(label["workflow_state"] != r.workflow_state for label, r in pairs)
+    return {"emails": n, "false_fact_rate": false_fact / n, "workflow_rate": wrong_state / n}
+
+
+def test_business_set_figures():
+    figures = business_figures(business_set())
+    assert figures == {"emails": 57, "entity_f1": 1.0, "priority_accuracy": 1.0, "workflow_accuracy": 1.0}
+
+
+def test_mailing_list_set_is_read_as_no_business():
+    figures = non_business_figures(mailing_list_set())
+    assert figures["emails"] == 263
+    assert figures["false_fact_rate"] <= 0.02
+    assert figures["workflow_rate"] <= 0.05
+
+
+def test_readme_shows_the_measured_figures():
+    business = business_figures(business_set())
+    other = non_business_figures(mailing_list_set())
+    readme = (ROOT / "README.md").read_text()
+    row_business = (
+        f"| business (samples/, {business['emails']} emails) | {business['entity_f1']:.3f} "
+        f"| {business['priority_accuracy']:.3f} | {business['workflow_accuracy']:.3f} |"
+    )
+    row_other = (
+        f"| mailing lists (notmuch, LKML; {other['emails']} emails) | {other['false_fact_rate']:.1%} (≤ 2 %) "
+        f"| {other['workflow_rate']:.1%} (≤ 5 %) |"
+    )
+    assert row_business in readme, row_business
+    assert row_other in readme, row_other
