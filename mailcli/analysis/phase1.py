@@ -162,9 +162,10 @@ _CASE_RE = _identifier_regex(["incident", "ticket", "case", "inc", "sr"], "6,10"
 _NUMBER_TAIL = r"(?:[0-9]{0,2}(?:,[0-9]{3}){1,4}|[0-9]{0,14})(?:\.[0-9]{1,6})?(?![0-9])(?![.,][0-9])"
 # a currency code may touch its number ("usd3400") but not another letter ("usda 100")
 _AMOUNT_BEFORE_RE = re.compile(
-    # "$" glued to a word, a quote, "=", "\\" or another "$" is a shell or template variable
+    # "$" glued to a digit, "_", a quote, "=", "\\" or another "$" is a shell or template variable
+    # (after a letter it is a currency: US$, C$, HK$)
     "(?:"
-    + "|".join([r"\$(?<![\w\"'=\\$]\$)", "€", "£", *_word_start_branches(["usd", "eur", "gbp"], "a-z")])
+    + "|".join([r"\$(?<![0-9_\"'=\\$]\$)", "€", "£", *_word_start_branches(["usd", "eur", "gbp"], "a-z")])
     + ")"
     rf"{_SP}{{0,2}}(?P<num>[0-9]{_NUMBER_TAIL})"
 )  # $1,234.56  usd 3,400  €99
@@ -356,11 +357,21 @@ NON_PROSE_RULES: tuple[tuple[str, str], ...] = (
     ("hex run", "0x literals and runs of 16+ hex characters with a letter (hashes, dumps, key ids)"),
     ("base64 run", "runs of 40+ base64 characters (inline attachments, keys)"),
 )
-_NON_PROSE_MARKERS = (
-    "\n--", "____", "confidential", "disclaimer", "-----begin pgp", "diff ", "index ", "\n+++ ",
-    "\n@@ ", "|", ";", "{", "}", "*/", "\n#", "//", "/*", "\n *", "\n$ ", "-by:", "\ncc:", "\nfixes:",
-    "\nlink:", "```", "0x", "intended ", "the information ",
+# Substrings without which a rule cannot match: tested first (C speed), so that most emails run
+# none of the regexes below.
+# (a legal footer names itself "confidential" or says whom it is "intended" for; a patch has a
+# "diff" line or "@@" hunks; directives are #include, #define, #if…, #else/#elif/#endif)
+_TO_END_MARKERS = ("\n--", "____", "confidential", "disclaimer", "intended ")
+_PATCH_MARKERS = ("\n@@ ", "\ndiff ")
+_CODE_MARKERS = (
+    "{", "}", "*/", "//", "/*", "#include", "#define", "#if", "#e", "$ ", "-by:", "\ncc:", "\nfixes:",
+    "```", "changed, ",
 )  # fmt: skip
+# bytes tables for the run rules: 16 "h" in a row is a hex run, 40 "b" in a row a base64 run
+_HEX_RUN_TABLE = bytes(ord("h") if chr(b) in "0123456789abcdef" else 32 for b in range(256))
+_BASE64_RUN_TABLE = bytes(
+    ord("b") if chr(b) in "abcdefghijklmnopqrstuvwxyz0123456789+/" else 32 for b in range(256)
+)
 _NON_PROSE_TO_END_RE = re.compile(
     r"\n(?:--[ \t]?(?=\n|$)"  # signature
     r"|_{10,}[ \t]*\n[^\n]{0,80}mailing list"  # list footer
@@ -654,31 +665,50 @@ def _patch_end(text: str, pos: int) -> int:
     return n
 
 
+def _ends_a_line(text: str, mark: str) -> bool:
+    """Whether some ``mark`` in the text has only spaces or tabs after it on its line."""
+    i = text.find(mark)
+    n = len(text)
+    while i != -1:
+        j = i + len(mark)
+        while j < n and text[j] in " \t":
+            j += 1
+        if j == n or text[j] == "\n":
+            return True
+        i = text.find(mark, i + 1)
+    return False
+
+
+def _may_hold_code_lines(text: str) -> bool:
+    if any(marker in text for marker in _CODE_MARKERS) or _ends_a_line(text, ";"):
+        return True
+    return "|" in text and ("+\n" in text or "-\n" in text)  # a diffstat without its summary line
+
+
 def _non_prose_spans(text: str) -> list[Span]:
     """The spans of the (lower-case) text that are not prose, by the rules of NON_PROSE_RULES."""
-    # substring tests (C speed) decide for most emails that no rule can match
-    structure = any(marker in text for marker in _NON_PROSE_MARKERS)
-    long_token = len(text) >= 16 and any(len(word) >= 16 for word in text.split())
-    if not (structure or long_token):
-        return []
     spans: list[Span] = []
     end = len(text)
-    if structure:
+    if any(marker in text for marker in _TO_END_MARKERS):
         tail = _NON_PROSE_TO_END_RE.search(text)
         if tail:
             end = tail.start()
             spans.append((end, len(text)))
-        if "-----begin pgp" in text:
-            spans += [m.span() for m in _PGP_RE.finditer(text, 0, end)]
+    if "-----begin pgp" in text:
+        spans += [m.span() for m in _PGP_RE.finditer(text, 0, end)]
+    if any(marker in text for marker in _PATCH_MARKERS):
         pos = 0
         while (start := _PATCH_START_RE.search(text, pos, end)) is not None:
             pos = max(_patch_end(text, start.start() + 1), start.end())
             spans.append((start.start(), pos))
+    if _may_hold_code_lines(text):
         spans += [m.span() for m in _CODE_LINE_RE.finditer(text, 0, end)]
-    if long_token or "0x" in text:
-        spans += [m.span() for m in _HEX_RUN_RE.finditer(text, 0, end)]
-    if long_token:
-        spans += [m.span() for m in _BASE64_RUN_RE.finditer(text, 0, end)]
+    if len(text) >= 16:
+        raw = text.encode("latin-1", "replace")
+        if "0x" in text or b"h" * 16 in raw.translate(_HEX_RUN_TABLE):
+            spans += [m.span() for m in _HEX_RUN_RE.finditer(text, 0, end)]
+        if len(text) >= 40 and b"b" * 40 in raw.translate(_BASE64_RUN_TABLE):
+            spans += [m.span() for m in _BASE64_RUN_RE.finditer(text, 0, end)]
     return spans
 
 
@@ -738,8 +768,15 @@ def _is_part_number(token: str) -> bool:
 def _keyword_before(masked: str, start: int) -> str | None:
     """What the _PART_KEYWORD_WORDS words before ``start`` on its line announce: "other" (a number
     of another kind), "part", or None."""
-    line_start = masked.rfind("\n", 0, start) + 1
-    words = masked[line_start:start].split()[-_PART_KEYWORD_WORDS:]
+    # the words fit in this many characters (a longer word is no keyword): the look-back is bounded,
+    # so a megabyte line of candidates stays linear
+    lo = max(0, start - _PART_KEYWORD_WORDS * (_PART_LEN[1] + 4))
+    line_start = masked.rfind("\n", lo, start) + 1 or lo
+    words = masked[line_start:start].rsplit(None, _PART_KEYWORD_WORDS)
+    if len(words) > _PART_KEYWORD_WORDS:
+        words = words[1:]
+    elif line_start == lo and lo and not masked[lo - 1].isspace():
+        words = words[1:]  # the window cut a word: its tail is not a word
     if not words:
         return None
     window = " ".join(words)
