@@ -547,6 +547,13 @@ def test_text_that_is_not_prose_gives_no_business_fact_and_no_state(text):
     assert r.detected_patterns == []
 
 
+def test_a_prose_list_with_semicolons_is_prose():
+    r = body("We need:\n- 20 x HX200;\n- 10 x VLV-3321 at $412.50;\n- a quote for the rest.")
+    assert r.part_numbers == ["HX200", "VLV-3321"]
+    assert r.amounts == [412.5]
+    assert r.workflow_state == "QUOTE_PROCESSING"
+
+
 def test_prose_around_a_patch_is_still_read():
     r = body("Please ship HX200 on PO 4500012345 for $1,200.00.\n" + PATCH_MAIL + "\nThanks")
     assert r.po_numbers == ["4500012345"]
@@ -621,6 +628,8 @@ def test_part_number_rules_are_a_documented_table():
         ("Read the directory in inode order.", "START_POINT"),  # order as a sequence
         ("Apply the patches in order.", "START_POINT"),
         ("Your order is confirmed.", "ORDER_MANAGEMENT"),
+        ("We want a return/refund.", "RETURNS"),  # a slash between words is prose
+        ("see net/core/update and </quote>", "START_POINT"),  # a path, a closing tag
         ("The status of the order?", "IN_PROGRESS"),
     ],
 )
@@ -694,6 +703,7 @@ ADVERSARIAL_UNITS = [
     "+1", "1a ", "x@", "$1", "p.o. ", "4 mar ", "(5", "On x wrote:\n> q\n", "1", "a1", "@a.",
     "AB123 ", "part ab123 ", "x = 1;\n", "\n--- a\n+++ b\n", "-----BEGIN PGP x-----", "0x12ab ",
     "deadbeef01234567 ", "\n```\n", "return 0 ", "in order ", "20 $250 ", "a" * 41 + " ", "lot AB1234 ",
+    "(;x", "\n(;x", "a/b/update ",
 ]  # fmt: skip
 
 

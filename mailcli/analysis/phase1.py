@@ -47,8 +47,9 @@ DEFAULT_WORKFLOW_STATE = "START_POINT"
 WORKFLOW_WORD_EXCLUSIONS: tuple[tuple[str, str], ...] = (
     (
         "markup or code",
-        "glued to '<', '/', '.', '$', '>' before it or followed by '(', '[', '=', '>' or "
-        "'.<letter>': a tag, a path, a field or a function (<quote>, obj.status, update())",
+        "glued to '<', '</', '.', '$', '>' before it, to a path of 2+ '/' (net/core/update), or followed "
+        "by '(', '[', '=', '>' or '.<letter>': a tag, a path, a field or a function (<quote>, "
+        "obj.status, update()); 'return/refund' is prose",
     ),
     (
         "return of a value",
@@ -64,7 +65,7 @@ _RETURN_OF_CODE = frozenset(
     "value values pointer pointers code codes type types status null nil none true false error errors "
     "errno err ret result results address statement void zero success failure early immediately".split()
 )
-_WORKFLOW_CODE_BEFORE = frozenset("</.$>")
+_WORKFLOW_CODE_BEFORE = frozenset("<.$>")
 _WORKFLOW_CODE_AFTER = frozenset("([=>")
 _IN_ORDER_RE = re.compile(r"\bin(?:\s+[a-z0-9-]+){0,2}\s+$")
 
@@ -350,8 +351,9 @@ NON_PROSE_RULES: tuple[tuple[str, str], ...] = (
     ),
     (
         "code line",
-        "a line ending in ';', '{', '}' or '*/', or opening with a preprocessor directive, "
-        "'//', '/*', '}' or a shell prompt ('$ ' and a command)",
+        "a line ending in '{', '}' or '*/', or in ';' with a '(', '=' or '[' on it or a C keyword "
+        "opening it (a prose list may end its lines with ';'), or opening with a preprocessor "
+        "directive, '//', '/*', '}' or a shell prompt ('$ ' and a command)",
     ),
     ("code fence", "the lines between two ``` fences"),
     ("hex run", "0x literals and runs of 16+ hex characters with a letter (hashes, dumps, key ids)"),
@@ -387,7 +389,11 @@ _PATCH_LINE_STARTS = (
     "copy to", "binary files",
 )  # fmt: skip
 _CODE_LINE_RE = re.compile(
-    r"\n(?:[^\n]*(?:[;{}]|\*/)[ \t]*(?=\n|$)"  # ends like a statement, a block or a comment
+    # ends like a C statement (";" on a line with "(", "=" or "[", or opening with a C keyword: a
+    # prose list may end its lines with ";"), a block or a comment; each lookahead reads its line once
+    r"\n(?:(?=[^\n]*;[ \t]*(?:\n|$))(?:[^\n]*?[(=\[]|[ \t]*(?:return|break|continue|goto|case|default|"
+    r"else|int|char|void|static|struct|unsigned|const|long|bool|u8|u16|u32|u64|s32|size_t)\b)[^\n]*"
+    r"|(?=[^\n]*(?:[{}]|\*/)[ \t]*(?:\n|$))[^\n]*"
     r"|[ \t]*(?:#[ \t]*(?:include|define|ifn?def|if|elif|else|endif|undef|pragma)\b|//|/\*|\}"
     r"|\$[ \t]+[a-z./])[^\n]*"  # opens like a directive, a comment, a closing block or a shell prompt
     r"| [^\n|]{1,200}\|[ \t]+[0-9]+[ \t]+[+\-]+[ \t]*(?=\n|$)| [0-9]+ files? changed[^\n]*"  # diffstat
@@ -923,12 +929,24 @@ def find_keywords(text: str) -> set[str]:
 _WORKFLOW_WORDS = frozenset(w for _, words in WORKFLOW_GROUPS for w in words)
 
 
+def _token_before(text: str, end: int) -> str:
+    """The run of non-space characters that ends at ``end`` (at most 100 characters of it)."""
+    start = end
+    while start > 0 and end - start < 100 and not text[start - 1].isspace():
+        start -= 1
+    return text[start:end]
+
+
 def _is_workflow_word_of_prose(prose: str, word: str, start: int, end: int) -> bool:
     """WORKFLOW_WORD_EXCLUSIONS for one workflow word found at prose[start:end]."""
     before = prose[start - 1] if start else " "
     after = prose[end] if end < len(prose) else " "
     if before in _WORKFLOW_CODE_BEFORE or after in _WORKFLOW_CODE_AFTER:
         return False  # markup or code
+    if before == "/" and (
+        prose[start - 2 : start - 1] in ("<", "") or "/" in _token_before(prose, start - 1)
+    ):
+        return False  # markup or code: "</quote>", "net/core/update" (a path, not "return/refund")
     if after == "." and prose[end + 1 : end + 2].isalpha():
         return False  # markup or code: "status.flags"
     if word == "return":
