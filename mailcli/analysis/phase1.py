@@ -14,6 +14,10 @@ How the text is read:
   "5 USD"). Emails and URLs are masked out first (a date or a part number inside an address is
   not one); every entity span is then masked before part numbers are looked for, which is how
   "a part number is never a PO number, amount, date, email or phone" is enforced.
+* Business facts (PO, quote, case and part numbers, amounts) and keywords are read from prose
+  only: patches, code, signatures, footers, hex and base64 runs are blanked first
+  (``NON_PROSE_RULES``). Part numbers need a keyword or the catalogue shape and pass the
+  exclusions of ``PART_NUMBER_RULES``; workflow words pass ``WORKFLOW_WORD_EXCLUSIONS``.
 * Matching runs on ``text.lower()`` with lower-case patterns (``IGNORECASE`` is markedly slower).
 * Digit classes are ``[0-9]``, never ``\\d``: Unicode digits must not become PO numbers or floats.
 * Speed and safety: see the note above the regexes. Every regex can start a match only where a
@@ -1092,7 +1096,8 @@ def priority_of(subject: str, body: str, *, importance: str = "normal") -> str:
     The feeder routes each conversation to its priority queue before any worker has run phase 1.
     Priority needs the urgency words, then PO numbers, amounts, quote and case numbers, and each
     step can settle it: most emails stop after one or two regexes, and part numbers, dates and
-    phones (most of phase 1's cost) are never read. Same answer as analyze_email (tested).
+    phones (most of phase 1's cost) are never read. It reads the same prose as analyze_email (the
+    text without addresses, links and NON_PROSE_RULES). Same answer as analyze_email (tested).
     """
     text = (_as_text(subject) + "\n" + strip_quoted(_as_text(body))).lower()
     spans = _email_spans(text) if "@" in text else []
