@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -658,6 +657,21 @@ def test_money_needs_a_currency_mark_next_to_a_number_in_prose(text, expected):
     assert body(text).amounts == expected
 
 
+# The prose rules on hostile bodies: no wall-clock assertion; quadratic (or worse) behaviour on a
+# 200 KB body takes minutes, so the per-test timeout is what catches it.
+PROSE_RULE_ADVERSARIAL_UNITS = [
+    "AB123 ", "part ab123 ", "x = 1;\n", "\n--- a\n+++ b\n", "-----BEGIN PGP x-----", "0x12ab ",
+    "deadbeef01234567 ", "\n```\n", "return 0 ", "in order ", "20 $250 ", "a" * 41 + " ", "lot AB1234 ",
+    "(;x", "\n(;x", "a/b/update ", "\n-- \n", "\ndiff x\n+", "$x $1 ",
+]  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("unit", PROSE_RULE_ADVERSARIAL_UNITS)
+def test_prose_rules_on_a_200kb_hostile_body_do_not_blow_up(unit):
+    check_types(analyze_email("", unit * (200_000 // len(unit))))
+
+
 # ------------------------------------------------------------------------ robustness and speed
 
 FRAGMENTS = [
@@ -710,21 +724,6 @@ def test_adversarial_200kb_body_is_analyzed_in_linear_time(unit):
     assert time.perf_counter() - start < 5.0  # quadratic behaviour would take minutes
 
 
-# The prose rules on hostile bodies: no wall-clock assertion; quadratic (or worse) behaviour on a
-# 200 KB body takes minutes, so the per-test timeout is what catches it.
-PROSE_RULE_ADVERSARIAL_UNITS = [
-    "AB123 ", "part ab123 ", "x = 1;\n", "\n--- a\n+++ b\n", "-----BEGIN PGP x-----", "0x12ab ",
-    "deadbeef01234567 ", "\n```\n", "return 0 ", "in order ", "20 $250 ", "a" * 41 + " ", "lot AB1234 ",
-    "(;x", "\n(;x", "a/b/update ", "\n-- \n", "\ndiff x\n+", "$x $1 ",
-]  # fmt: skip
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("unit", PROSE_RULE_ADVERSARIAL_UNITS)
-def test_prose_rules_on_a_200kb_hostile_body_do_not_blow_up(unit):
-    check_types(analyze_email("", unit * (200_000 // len(unit))))
-
-
 def test_2kb_email_is_analyzed_in_well_under_a_millisecond_budget():
     text = (
         "Hi team, please confirm PO 4500012345 for ABC-12345 (qty 40) at $12,345.67, delivery by "
@@ -752,7 +751,7 @@ def test_priority_of_agrees_with_analyze_email_on_samples_and_generated_mail():
     for line in (Path(__file__).parent.parent / "samples" / "flat.jsonl").read_text().splitlines():
         rec = json.loads(line)
         cases.append((rec.get("subject", ""), rec.get("body") or "", rec.get("importance", "normal")))
-    for email in _read_emails(sorted((Path(__file__).parent / "data" / "mailing-lists").glob("*.eml"))):
+    for email in _read_emails(sorted((_here() / "data" / "mailing-lists").glob("*.eml"))):
         cases.append((email.subject, email.body, email.importance))  # patches, code, signatures
     cases += [("", PATCH_MAIL + "urgent", "normal"), ("", "x\n-- \nPO 4500012345", "normal")]
     cases += [("URGENT asap", "", "high"), ("", "PO 4500012345", "normal"), ("quote 123456", "", "low"),
@@ -772,8 +771,15 @@ def test_priority_of_agrees_with_analyze_email_on_samples_and_generated_mail():
 # The figures are the ones the README's phase 1 table shows; test_readme_shows_the_measured_figures
 # keeps the two in step.
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).parent.parent
+
+def _here():
+    from pathlib import Path
+
+    return Path(__file__).parent
+
+
+DATA = _here() / "data"
+ROOT = _here().parent
 FACT_FIELDS = ("po_numbers", "quote_numbers", "case_numbers", "part_numbers", "amounts")
 BUSINESS_SOURCES = ("samples/graph.jsonl", "samples/flat.jsonl", "samples/malformed.jsonl", "samples/mbox", "samples/eml")
 
@@ -794,7 +800,7 @@ def business_set():
     labels = json.loads((DATA / "business-labels.json").read_text())
     pairs = []
     for email in _read_emails(ROOT / p for p in BUSINESS_SOURCES):
-        source = Path(email.source).relative_to(ROOT).as_posix()
+        source = _here().joinpath(email.source).resolve().relative_to(ROOT.resolve()).as_posix()
         key = source if source.startswith("samples/eml/") else f"{source} {email.locator}"
         result = analyze_email(email.subject, email.body, importance=email.importance)
         pairs.append((labels.pop(key), result))
@@ -807,7 +813,7 @@ def mailing_list_set():
     pairs = []
     for email in _read_emails(sorted((DATA / "mailing-lists").glob("*.eml"))):
         result = analyze_email(email.subject, email.body, importance=email.importance)
-        pairs.append((labels.pop(Path(email.source).name), result))
+        pairs.append((labels.pop(email.source.replace("\\", "/").rsplit("/", 1)[-1]), result))
     assert not labels, f"labelled emails not found: {sorted(labels)}"
     return pairs
 
