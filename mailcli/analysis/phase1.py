@@ -267,16 +267,13 @@ OTHER_NUMBER_KEYWORDS = (
 _PART_KEYWORD_WORDS = 3
 
 
-def _keyword_regex(keywords: Iterable[str]) -> re.Pattern[str]:
-    return re.compile(
-        "(?:"
-        + "|".join(_word_start_branches([re.escape(k) for k in keywords], "a-z0-9/"))
-        + r")(?![a-z0-9/])"
-    )
-
-
-_PART_KEYWORD_RE = _keyword_regex(PART_KEYWORDS)
-_OTHER_NUMBER_KEYWORD_RE = _keyword_regex(OTHER_NUMBER_KEYWORDS)
+# keyword -> what it announces; a word of the window is looked up without its punctuation
+# ("(serial", "P/N:", "item#") and, when joined by "-" or "#", by its first piece ("part-no")
+_NUMBER_KEYWORD_KIND = {
+    **dict.fromkeys(PART_KEYWORDS, "part"),
+    **dict.fromkeys(OTHER_NUMBER_KEYWORDS, "other"),
+}
+_KEYWORD_PUNCTUATION = "#:.,;()[]<>\"'"
 # catalogue shape: written without lower-case letters, holding a run of at least 3 digits
 _CATALOGUE_DIGITS_RE = re.compile(r"[0-9]{3}")
 # a hash: only hex characters, and not "letters then digits then letters" as catalogues write them
@@ -787,12 +784,16 @@ def _keyword_before(masked: str, start: int) -> str | None:
         words = words[1:]
     elif line_start == lo and lo and not masked[lo - 1].isspace():
         words = words[1:]  # the window cut a word: its tail is not a word
-    if not words:
-        return None
-    window = " ".join(words)
-    if _OTHER_NUMBER_KEYWORD_RE.search(window):
-        return "other"
-    return "part" if _PART_KEYWORD_RE.search(window) else None
+    kind = None
+    for word in words:
+        word = word.strip(_KEYWORD_PUNCTUATION)
+        found = _NUMBER_KEYWORD_KIND.get(word) or _NUMBER_KEYWORD_KIND.get(
+            word.replace("#", "-").split("-", 1)[0]
+        )
+        if found == "other":
+            return "other"
+        kind = kind or found
+    return kind
 
 
 def _is_hex_hash(token: str) -> bool:
