@@ -14,6 +14,10 @@ How the text is read:
   "5 USD"). Emails and URLs are masked out first (a date or a part number inside an address is
   not one); every entity span is then masked before part numbers are looked for, which is how
   "a part number is never a PO number, amount, date, email or phone" is enforced.
+* Business facts (PO, quote, case and part numbers, amounts) and keywords are read from prose
+  only: patches, code, signatures, footers, hex and base64 runs are blanked first
+  (``NON_PROSE_RULES``). Part numbers need a keyword or the catalogue shape and pass the
+  exclusions of ``PART_NUMBER_RULES``; workflow words pass ``WORKFLOW_WORD_EXCLUSIONS``.
 * Matching runs on ``text.lower()`` with lower-case patterns (``IGNORECASE`` is markedly slower).
 * Digit classes are ``[0-9]``, never ``\\d``: Unicode digits must not become PO numbers or floats.
 * Speed and safety: see the note above the regexes. Every regex can start a match only where a
@@ -41,6 +45,33 @@ WORKFLOW_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("RETURNS", ("return", "rma", "refund")),
 )
 DEFAULT_WORKFLOW_STATE = "START_POINT"
+
+# Workflow words count only as words of sentences in prose (code, patches and the rest of
+# NON_PROSE_RULES are blanked first). (rule, reason) for each use of a word that does not count:
+WORKFLOW_WORD_EXCLUSIONS: tuple[tuple[str, str], ...] = (
+    (
+        "markup or code",
+        "glued to '<', '</', '.', '$', '>' before it, to a path of 2+ '/' (net/core/update), or followed "
+        "by '(', '[', '=', '>' or '.<letter>': a tag, a path, a field or a function (<quote>, "
+        "obj.status, update()); 'return/refund' is prose",
+    ),
+    (
+        "return of a value",
+        "'return' followed (after a/an/the) by a number, a '-' or a word of "
+        "_RETURN_OF_CODE: talk about code (return -EINVAL, return a pointer, the return value)",
+    ),
+    (
+        "order as a sequence",
+        "'order' after 'in' with at most two words between (in order, in inode order, in reverse order)",
+    ),
+)
+_RETURN_OF_CODE = frozenset(
+    "value values pointer pointers code codes type types status null nil none true false error errors "
+    "errno err ret result results address statement void zero success failure early immediately".split()
+)
+_WORKFLOW_CODE_BEFORE = frozenset("<.$>")
+_WORKFLOW_CODE_AFTER = frozenset("([=>")
+_IN_ORDER_RE = re.compile(r"\bin(?:\s+[a-z0-9-]+){0,2}\s+$")
 
 # word -> (group, points); words of one group score once ("immediate" and "immediately" are one word)
 URGENCY_WORDS: dict[str, tuple[str, int]] = {
@@ -136,13 +167,22 @@ _CASE_RE = _identifier_regex(["incident", "ticket", "case", "inc", "sr"], "6,10"
 _NUMBER_TAIL = r"(?:[0-9]{0,2}(?:,[0-9]{3}){1,4}|[0-9]{0,14})(?:\.[0-9]{1,6})?(?![0-9])(?![.,][0-9])"
 # a currency code may touch its number ("usd3400") but not another letter ("usda 100")
 _AMOUNT_BEFORE_RE = re.compile(
-    "(?:" + "|".join([r"\$", "€", "£", *_word_start_branches(["usd", "eur", "gbp"], "a-z")]) + ")"
+    # "$" glued to a digit, "_", a quote, "=", "\\" or another "$" is a shell or template variable
+    # (after a letter it is a currency: US$, C$, HK$)
+    "(?:"
+    + "|".join([r"\$(?<![0-9_\"'=\\$]\$)", "€", "£", *_word_start_branches(["usd", "eur", "gbp"], "a-z")])
+    + ")"
     rf"{_SP}{{0,2}}(?P<num>[0-9]{_NUMBER_TAIL})"
 )  # $1,234.56  usd 3,400  €99
+# a mark followed by a number is that number's ("20 $250.00": a quantity, then $250.00)
 _AMOUNT_AFTER_RE = re.compile(
     rf"(?P<num>[0-9](?<![0-9.,][0-9]){_NUMBER_TAIL}){_SP}{{0,2}}(?:[$€£]|(?:usd|eur|gbp)\b)"
+    rf"(?!{_SP}{{0,2}}[0-9])"
 )  # 1,234.56 usd  99€
 _CURRENCY_MARKS = ("$", "€", "£", "usd", "eur", "gbp")
+# a text that holds "${", "$@", "$name" or "\"$1" is (or quotes) a shell script
+_SHELL_VARIABLE_RE = re.compile(r"\$(?:[{@#?*(]|[a-z_][a-z0-9_]*\b(?<!usd)(?<!eur)(?<!gbp))|\"\$[0-9]")
+_POSITIONAL_PARAMETER_RE = re.compile(r"\$[0-9]")
 
 _MONTH_NAMES = (
     "jan(?:uary)?", "feb(?:ruary)?", "mar(?:ch)?", "apr(?:il)?", "may", "june?", "july?",
@@ -211,6 +251,163 @@ _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789#-")
 _PART_LEN = (5, 20)
 _HAS_LETTER_RE = re.compile(r"[a-z]")
 _ORDINAL_RE = re.compile(r"[0-9]+(?:st|nd|rd|th)")  # "100th" is not a part
+
+# A token passes the checks above and then needs the context or the shape of a part (PART_NUMBER_RULES).
+# Words that announce a part number, up to _PART_KEYWORD_WORDS words before it on its line.
+PART_KEYWORDS = (
+    "part", "parts", "p/n", "pn", "sku", "skus", "item", "items", "model", "models",
+    "catalog", "catalogue", "cat", "article", "art",
+)  # fmt: skip
+# Words that announce another kind of number (a tracking, lot, serial or freight PRO number), in
+# the same window: they win over PART_KEYWORDS and over the catalogue shape.
+OTHER_NUMBER_KEYWORDS = (
+    "tracking", "track", "lot", "batch", "serial", "s/n", "sn", "pro", "awb", "waybill", "bol",
+    "invoice", "rma", "account", "acct",
+)  # fmt: skip
+_PART_KEYWORD_WORDS = 3
+
+
+# keyword -> what it announces; a word of the window is looked up without its punctuation
+# ("(serial", "P/N:", "item#") and, when joined by "-" or "#", by its first piece ("part-no")
+_NUMBER_KEYWORD_KIND = {
+    **dict.fromkeys(PART_KEYWORDS, "part"),
+    **dict.fromkeys(OTHER_NUMBER_KEYWORDS, "other"),
+}
+_KEYWORD_PUNCTUATION = "#:.,;()[]<>\"'"
+# catalogue shape: written without lower-case letters, holding a run of at least 3 digits
+_CATALOGUE_DIGITS_RE = re.compile(r"[0-9]{3}")
+# a hash: only hex characters, and not "letters then digits then letters" as catalogues write them
+_HEX_TOKEN_RE = re.compile(r"[0-9a-f]{7,}")
+_HEX_CATALOGUE_RE = re.compile(r"[a-f]{0,4}-?[0-9]+-?[a-f]{0,3}")
+# names of standards, algorithms, encodings and architectures written like part numbers
+_TECHNICAL_NAME_RE = re.compile(
+    r"(?:rfc|cve|sha|md|crc|utf|ucs|iso|iec|ieee|x|amd|arm|aarch|i[3-6]|ipv|win|base|pci|usb|"
+    r"lpddr|ddr|rc)-?[0-9]"
+)
+
+PART_NUMBER_RULES: tuple[tuple[str, str], ...] = (
+    # (rule, reason): a token 5-20 characters long with a letter and a digit (see _is_part_number) is a
+    # part number when one of the two "needs" holds and none of the exclusions does.
+    (
+        "excluded: other kind of number",
+        "one of OTHER_NUMBER_KEYWORDS up to 3 words before it on its "
+        "line: a tracking, lot, serial or freight number (tracking 1Z999AA10123456784, lot L2502)",
+    ),
+    ("needs: keyword", "one of PART_KEYWORDS up to 3 words before it on its line announces a part"),
+    (
+        "needs: catalogue shape",
+        "written without lower-case letters and with a run of 3+ digits, as "
+        "catalogues write parts (HX200, VLV-3321, BRG-6205-2RS); code, driver and program names are "
+        "written in lower or mixed case (ath9k, e1000e, python3, Emacs23)",
+    ),
+    (
+        "excluded: hex hash",
+        "7+ characters, only 0-9/a-f, with letters not in one block before the digits: "
+        "a git commit or key id (11fad8c, c5f841a), not a catalogue part such as ABC12345",
+    ),
+    (
+        "excluded: version",
+        "right after a '.' or right before '.<digit>': a dotted version (glib-2.0, "
+        "2.6.38-rc4, 1.7.3.1.g432b3)",
+    ),
+    (
+        "excluded: file or path",
+        "next to a '/' or '\\', or before '.<letter>': a path or file name (wm8904.c, drivers/e1000e)",
+    ),
+    (
+        "excluded: code identifier",
+        "after $ % & * > . or before ( [ =: a variable, a field or a function in code",
+    ),
+    (
+        "excluded: technical name",
+        "a standard, algorithm, encoding, architecture or version label "
+        "(RFC2822, SHA-256, UTF-8, X86-64, ISO8859-1, I386): a name prefix of _TECHNICAL_NAME_RE "
+        "and a digit",
+    ),
+)
+_PART_CODE_BEFORE = frozenset("$%&*>.")
+_PART_CODE_AFTER = frozenset("([=")
+
+# --------------------------------------------------------------------------------------------
+# Text that is not prose. PO, quote, case and part numbers, amounts and keywords are read from
+# prose only: each rule blanks one kind of text where order-desk words and shapes mean something
+# else (commit hashes, "return" in C, "$1" in a script). Dates, emails and phones are read as
+# before, from the whole text: a signature's phone number is a contact, not noise.
+
+NON_PROSE_RULES: tuple[tuple[str, str], ...] = (
+    ("signature", "from a '-- ' or '--' line to the end: RFC 3676 signature or a list footer"),
+    ("list footer", "from a line of 10+ underscores followed by a '... mailing list' line to the end"),
+    ("legal footer", "from a line opening a confidentiality notice or disclaimer to the end: boilerplate"),
+    ("pgp block", "-----BEGIN PGP ...----- to -----END PGP ...-----: keys and signatures"),
+    (
+        "patch",
+        "from a 'diff ', 'index <hex>..', '--- x' + '+++ y' or '@@ -n' line, every line of the "
+        "diff that follows (context ' ', '+', '-', '@@', '\\', git headers) up to a line of prose",
+    ),
+    ("diffstat", "' path | 12 +++--' and ' 3 files changed, ...' lines"),
+    (
+        "trailer",
+        "Signed-off-by:, Acked-by:, Reviewed-by:, Tested-by:, Reported-by:, Cc:, Fixes:, "
+        "Link: lines: patch metadata",
+    ),
+    (
+        "code line",
+        "a line ending in '{', '}' or '*/', or in ';' with a '(', '=' or '[' on it or a C keyword "
+        "opening it (a prose list may end its lines with ';'), or opening with a preprocessor "
+        "directive, '//', '/*', '}' or a shell prompt ('$ ' and a command)",
+    ),
+    ("code fence", "the lines between two ``` fences"),
+    ("hex run", "0x literals and runs of 16+ hex characters with a letter (hashes, dumps, key ids)"),
+    ("base64 run", "runs of 40+ base64 characters (inline attachments, keys)"),
+)
+# Substrings without which a rule cannot match: tested first (C speed), so that most emails run
+# none of the regexes below.
+# (a legal footer names itself "confidential" or says whom it is "intended" for; a patch has a
+# "diff" line or "@@" hunks; directives are #include, #define, #if…, #else/#elif/#endif)
+_TO_END_MARKERS = ("\n--", "____", "confidential", "disclaimer", "intended ")
+_PATCH_MARKERS = ("\n@@ ", "\ndiff ")
+_CODE_MARKERS = (
+    "{", "}", "*/", "//", "/*", "#include", "#define", "#if", "#e", "$ ", "-by:", "\ncc:", "\nfixes:",
+    "```", "changed, ",
+)  # fmt: skip
+# bytes tables for the run rules: 16 "h" in a row is a hex run, 40 "b" in a row a base64 run
+_HEX_RUN_TABLE = bytes(ord("h") if chr(b) in "0123456789abcdef" else 32 for b in range(256))
+_BASE64_RUN_TABLE = bytes(
+    ord("b") if chr(b) in "abcdefghijklmnopqrstuvwxyz0123456789+/" else 32 for b in range(256)
+)
+_NON_PROSE_TO_END_RE = re.compile(
+    r"\n(?:--[ \t]?(?=\n|$)"  # signature
+    r"|_{10,}[ \t]*\n[^\n]{0,80}mailing list"  # list footer
+    r"|[ \t]*(?:confidentiality notice|disclaimer\b|this (?:e-?mail|message|communication)\b[^\n]{0,80}?"
+    r"\b(?:confidential|privileged|intended (?:solely|only))|the information (?:contained )?in this "
+    r"(?:e-?mail|message)))"  # legal footer
+)
+_PGP_RE = re.compile(r"-----begin pgp [a-z ]{1,30}-----.*?(?:-----end pgp [a-z ]{1,30}-----|\Z)", re.S)
+_PATCH_START_RE = re.compile(r"\n(?:diff |index [0-9a-f]{4,}\.\.|--- [^\n]*\n\+\+\+ |@@ -[0-9])")
+_PATCH_LINE_STARTS = (
+    " ", "+", "-", "@@", "\\", "diff ", "index ", "new file mode", "deleted file mode", "old mode",
+    "new mode", "similarity index", "dissimilarity index", "rename from", "rename to", "copy from",
+    "copy to", "binary files",
+)  # fmt: skip
+_CODE_LINE_RE = re.compile(
+    # ends like a C statement (";" on a line with "(", "=" or "[", or opening with a C keyword: a
+    # prose list may end its lines with ";"), a block or a comment; each lookahead reads its line once
+    r"\n(?:(?=[^\n]*;[ \t]*(?:\n|$))(?:[^\n]*?[(=\[]|[ \t]*(?:return|break|continue|goto|case|default|"
+    r"else|int|char|void|static|struct|unsigned|const|long|bool|u8|u16|u32|u64|s32|size_t)\b)[^\n]*"
+    r"|(?=[^\n]*(?:[{}]|\*/)[ \t]*(?:\n|$))[^\n]*"
+    r"|[ \t]*(?:#[ \t]*(?:include|define|ifn?def|if|elif|else|endif|undef|pragma)\b|//|/\*|\}"
+    r"|\$[ \t]+[a-z./])[^\n]*"  # opens like a directive, a comment, a closing block or a shell prompt
+    r"| [^\n|]{1,200}\|[ \t]+[0-9]+[ \t]+[+\-]+[ \t]*(?=\n|$)| [0-9]+ files? changed[^\n]*"  # diffstat
+    r"|[ \t]*(?:signed-off-by|acked-by|reviewed-by|tested-by|reported-by|suggested-by|co-developed-by|"
+    r"cc|fixes|link|change-id):[^\n]*"  # trailers
+    r"|[ \t]*```.*?(?:\n[ \t]*```[^\n]*|\Z))",  # code fence
+    re.S,
+)
+_HEX_RUN_RE = re.compile(
+    r"0(?<![0-9a-z_]0)x[0-9a-f]+"
+    r"|[0-9a-f](?<![0-9a-z_][0-9a-f])(?=[0-9]*[a-f])[0-9a-f]{15,}(?![0-9a-z_])"
+)
+_BASE64_RUN_RE = re.compile(r"[a-z0-9+/](?<![a-z0-9+/][a-z0-9+/])[a-z0-9+/]{39,}=*")
 
 # quoted history (strip_quoted); these run on single lines, so the look-behind rule does not apply
 _ON_WROTE_RE = re.compile(
@@ -461,10 +658,81 @@ def _email_spans(text: str) -> list[Span]:
     return spans
 
 
+def _patch_end(text: str, pos: int) -> int:
+    """Where the diff whose first line starts at ``pos`` ends: at the first line that is not a diff
+    line (blank lines belong to the diff: mail clients strip the space of empty context lines)."""
+    n = len(text)
+    while pos < n:
+        nl = text.find("\n", pos)
+        end = n if nl == -1 else nl
+        line = text[pos:end]
+        if line and (not line.startswith(_PATCH_LINE_STARTS) or line.rstrip() == "--"):
+            return pos  # prose, or the signature under a format-patch mail
+        pos = end + 1
+    return n
+
+
+def _ends_a_line(text: str, mark: str) -> bool:
+    """Whether some ``mark`` in the text has only spaces or tabs after it on its line."""
+    i = text.find(mark)
+    n = len(text)
+    while i != -1:
+        j = i + len(mark)
+        while j < n and text[j] in " \t":
+            j += 1
+        if j == n or text[j] == "\n":
+            return True
+        i = text.find(mark, i + 1)
+    return False
+
+
+def _may_hold_code_lines(text: str) -> bool:
+    if any(marker in text for marker in _CODE_MARKERS) or _ends_a_line(text, ";"):
+        return True
+    return "|" in text and ("+\n" in text or "-\n" in text)  # a diffstat without its summary line
+
+
+def _non_prose_spans(text: str) -> list[Span]:
+    """The spans of the (lower-case) text that are not prose, by the rules of NON_PROSE_RULES."""
+    spans: list[Span] = []
+    end = len(text)
+    if any(marker in text for marker in _TO_END_MARKERS):
+        tail = _NON_PROSE_TO_END_RE.search(text)
+        if tail:
+            end = tail.start()
+            spans.append((end, len(text)))
+    if "-----begin pgp" in text:
+        spans += [m.span() for m in _PGP_RE.finditer(text, 0, end)]
+    if any(marker in text for marker in _PATCH_MARKERS):
+        pos = 0
+        while (start := _PATCH_START_RE.search(text, pos, end)) is not None:
+            pos = max(_patch_end(text, start.start() + 1), start.end())
+            spans.append((start.start(), pos))
+    if _may_hold_code_lines(text):
+        spans += [m.span() for m in _CODE_LINE_RE.finditer(text, 0, end)]
+    if len(text) >= 16:
+        raw = text.encode("latin-1", "replace")
+        if "0x" in text or b"h" * 16 in raw.translate(_HEX_RUN_TABLE):
+            spans += [m.span() for m in _HEX_RUN_RE.finditer(text, 0, end)]
+        if len(text) >= 40 and b"b" * 40 in raw.translate(_BASE64_RUN_TABLE):
+            spans += [m.span() for m in _BASE64_RUN_RE.finditer(text, 0, end)]
+    return spans
+
+
+def prose_of(text: str) -> str:
+    """The (lower-case) text with everything that is not prose blanked (NON_PROSE_RULES)."""
+    spans = _non_prose_spans(text)
+    return _mask(text, spans) if spans else text
+
+
 def _amounts(text: str) -> list[re.Match[str]]:
     if not any(mark in text for mark in _CURRENCY_MARKS):
         return []  # the common case, decided by substring tests
-    return _leftmost_longest([*_AMOUNT_BEFORE_RE.finditer(text), *_AMOUNT_AFTER_RE.finditer(text)])
+    found = _leftmost_longest([*_AMOUNT_BEFORE_RE.finditer(text), *_AMOUNT_AFTER_RE.finditer(text)])
+    if "$" in text and _SHELL_VARIABLE_RE.search(text):
+        # "$1" .. "$9" in a text that uses shell variables are positional parameters, not dollars
+        found = [m for m in found if not _POSITIONAL_PARAMETER_RE.fullmatch(m.group())]
+    return found
 
 
 def _date_of(m: re.Match[str]) -> str | None:
@@ -504,10 +772,63 @@ def _is_part_number(token: str) -> bool:
     )
 
 
-def _part_numbers(masked: str) -> list[str]:
-    """Tokens of letters, digits and inner -/# around each remaining digit run, upper-cased, unique."""
+def _keyword_before(masked: str, start: int) -> str | None:
+    """What the _PART_KEYWORD_WORDS words before ``start`` on its line announce: "other" (a number
+    of another kind), "part", or None."""
+    # the words fit in this many characters (a longer word is no keyword): the look-back is bounded,
+    # so a megabyte line of candidates stays linear
+    lo = max(0, start - _PART_KEYWORD_WORDS * (_PART_LEN[1] + 4))
+    line_start = masked.rfind("\n", lo, start) + 1 or lo
+    words = masked[line_start:start].rsplit(None, _PART_KEYWORD_WORDS)
+    if len(words) > _PART_KEYWORD_WORDS:
+        words = words[1:]
+    elif line_start == lo and lo and not masked[lo - 1].isspace():
+        words = words[1:]  # the window cut a word: its tail is not a word
+    kind = None
+    for word in words:
+        word = word.strip(_KEYWORD_PUNCTUATION)
+        found = _NUMBER_KEYWORD_KIND.get(word) or _NUMBER_KEYWORD_KIND.get(
+            word.replace("#", "-").split("-", 1)[0]
+        )
+        if found == "other":
+            return "other"
+        kind = kind or found
+    return kind
+
+
+def _is_hex_hash(token: str) -> bool:
+    return _HEX_TOKEN_RE.fullmatch(token) is not None and _HEX_CATALOGUE_RE.fullmatch(token) is None
+
+
+def _part_in_context(token: str, written: str, before: str, after: str, after2: str, keyword: bool) -> bool:
+    """PART_NUMBER_RULES for a token that has the length and the characters of a part number.
+
+    ``written`` is the token as the text writes it (upper or lower case); ``before``/``after`` the
+    characters around it, ``after2`` the one after ``after``.
+    """
+    if _is_hex_hash(token):
+        return False  # excluded: hex hash
+    if before == "." or (after == "." and after2.isdigit()):
+        return False  # excluded: version
+    if before in "/\\" or after in "/\\" or (after == "." and after2.isalpha()):
+        return False  # excluded: file or path
+    if before in _PART_CODE_BEFORE or after in _PART_CODE_AFTER:
+        return False  # excluded: code identifier
+    if not keyword and _TECHNICAL_NAME_RE.match(token):
+        return False  # excluded: technical name
+    if keyword:
+        return True  # needs: keyword
+    return written == written.upper() and _CATALOGUE_DIGITS_RE.search(token) is not None  # needs: shape
+
+
+def _part_numbers(masked: str, written: str | None = None) -> list[str]:
+    """Tokens of letters, digits and inner -/# around each remaining digit run that PART_NUMBER_RULES
+    accept, upper-cased, unique. ``masked`` is lower-case; ``written`` is the same text (same
+    length) as written, for the catalogue-shape rule (None: read ``masked`` as written)."""
+    written = masked if written is None else written
     parts: list[str] = []
     token_end = 0
+    n = len(masked)
     for digits in _DIGITS_IN_TOKEN_RE.finditer(masked):
         if digits.start() < token_end:
             continue  # a second digit run of a token already read ("ab12cd34")
@@ -518,20 +839,31 @@ def _part_numbers(masked: str) -> list[str]:
         tail = _TOKEN_TAIL_RE.match(masked, digits.end())
         token_end = tail.end() if tail else digits.end()
         before = masked[start - 1] if start else " "
-        after = masked[token_end] if token_end < len(masked) else " "
+        after = masked[token_end] if token_end < n else " "
         if before in _TOKEN_CHARS:
             continue  # stopped at the length limit: longer than any part number
         if before.isalnum() or before == "_" or after.isalnum() or after == "_":
             continue  # glued to a longer word ("ab12cd_x", "éab12cd")
-        token = masked[start:token_end].strip("#-")
-        if _is_part_number(token):
+        raw = masked[start:token_end]
+        token = raw.strip("#-")
+        if not _is_part_number(token):
+            continue
+        first = start + raw.index(token[0])
+        after2 = masked[token_end + 1] if token_end + 1 < n else " "
+        keyword = _keyword_before(masked, first)
+        if keyword == "other":
+            continue  # excluded: other kind of number
+        if _part_in_context(
+            token, written[first : first + len(token)], before, after, after2, keyword == "part"
+        ):
             parts.append(token.upper())
     return _unique(parts)
 
 
 @dataclass
 class Entities:
-    """The entity fields of one text, plus ``prose``: the text with addresses and links blanked."""
+    """The entity fields of one text, plus ``prose``: the text with addresses, links and everything
+    that is not prose (NON_PROSE_RULES) blanked."""
 
     prose: str
     po: list[str]
@@ -544,15 +876,30 @@ class Entities:
     phones: list[str]
 
 
+def _aligned_original(original: str, lowered: str) -> str:
+    """``original`` with the length of ``lowered``: the rare characters whose lower case is longer
+    ("İ") are taken lower-cased, so that indexes into ``lowered`` hold in the result."""
+    if len(original) == len(lowered):
+        return original
+    return "".join(c if len(c.lower()) == 1 else c.lower() for c in original)
+
+
 def extract_entities(text: str) -> Entities:
-    """All entity fields of one text; every entity span is masked before part numbers are read."""
+    """All entity fields of one text; every entity span is masked before part numbers are read.
+
+    Dates, emails and phones are read from the whole text; PO, quote, case and part numbers and
+    amounts from its prose only (NON_PROSE_RULES).
+    """
+    original = text
     text = text.lower()  # all regexes are written lower-case: no IGNORECASE, which is slower
     email_spans = _email_spans(text) if "@" in text else []
     spans = list(email_spans)
     if "http" in text or "www." in text:
         spans += [m.span() for m in _URL_RE.finditer(text)]
     # addresses and links hold no other entity: read the rest from the text without them
-    prose = _mask(text, spans) if spans else text
+    plain = _mask(text, spans) if spans else text
+    non_prose = _non_prose_spans(plain)
+    prose = _mask(plain, non_prose) if non_prose else plain
 
     ids: dict[str, list[str]] = {}
     for name, regex in (("po", _PO_RE), ("quote", _QUOTE_RE), ("case", _CASE_RE)):
@@ -561,16 +908,17 @@ def extract_entities(text: str) -> Entities:
         ids[name] = _unique(m.group("num") for m in matches)
 
     amounts = _amounts(prose)
-    dates = _dates(prose)
-    phones = _phones(prose)
+    dates = _dates(plain)
+    phones = _phones(plain)
     spans += [m.span() for m in amounts] + [span for _, span in dates] + [m.span() for m in phones]
+    spans += non_prose
 
     return Entities(
         prose=prose,
         po=ids["po"],
         quote=ids["quote"],
         case=ids["case"],
-        parts=_part_numbers(_mask(text, spans)),
+        parts=_part_numbers(_mask(text, spans), _aligned_original(original, text)),
         amounts=[float(m.group("num").replace(",", "")) for m in amounts],
         dates=_unique(iso for iso, _ in dates),
         emails=_unique(text[a:b] for a, b in email_spans),
@@ -581,6 +929,51 @@ def extract_entities(text: str) -> Entities:
 def find_keywords(text: str) -> set[str]:
     """Every listed keyword present in the (lower-case) text, phrases with single spaces."""
     return {" ".join(m.group().split()) for m in _KEYWORD_RE.finditer(text)}
+
+
+_WORKFLOW_WORDS = frozenset(w for _, words in WORKFLOW_GROUPS for w in words)
+
+
+def _token_before(text: str, end: int) -> str:
+    """The run of non-space characters that ends at ``end`` (at most 100 characters of it)."""
+    start = end
+    while start > 0 and end - start < 100 and not text[start - 1].isspace():
+        start -= 1
+    return text[start:end]
+
+
+def _is_workflow_word_of_prose(prose: str, word: str, start: int, end: int) -> bool:
+    """WORKFLOW_WORD_EXCLUSIONS for one workflow word found at prose[start:end]."""
+    before = prose[start - 1] if start else " "
+    after = prose[end] if end < len(prose) else " "
+    if before in _WORKFLOW_CODE_BEFORE or after in _WORKFLOW_CODE_AFTER:
+        return False  # markup or code
+    if before == "/" and (
+        prose[start - 2 : start - 1] in ("<", "") or "/" in _token_before(prose, start - 1)
+    ):
+        return False  # markup or code: "</quote>", "net/core/update" (a path, not "return/refund")
+    if after == "." and prose[end + 1 : end + 2].isalpha():
+        return False  # markup or code: "status.flags"
+    if word == "return":
+        following = prose[end : end + 40].split()
+        if following and following[0] in ("a", "an", "the"):
+            following = following[1:]
+        if following and (following[0][0] in "-0123456789" or following[0].strip(".,;:") in _RETURN_OF_CODE):
+            return False  # return of a value
+    if word == "order" and _IN_ORDER_RE.search(prose, max(0, start - 60), start):
+        return False  # order as a sequence
+    return True
+
+
+def prose_keywords(prose: str) -> set[str]:
+    """The keywords of the (lower-case) prose: every listed keyword, except uses of workflow words
+    that WORKFLOW_WORD_EXCLUSIONS set aside."""
+    found: set[str] = set()
+    for m in _KEYWORD_RE.finditer(prose):
+        word = " ".join(m.group().split())
+        if word not in _WORKFLOW_WORDS or _is_workflow_word_of_prose(prose, word, m.start(), m.end()):
+            found.add(word)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,7 +1065,7 @@ def analyze_email(
     """Phase 1 for one email. Never raises on any text; deterministic."""
     text = _as_text(subject) + "\n" + strip_quoted(_as_text(body))
     entities = extract_entities(text)
-    keywords = find_keywords(entities.prose)  # "status@acme.com" says nothing about status
+    keywords = prose_keywords(entities.prose)  # "status@acme.com" says nothing about status
     urgency = urgency_score(keywords, _as_text(importance))
     # round away float noise (0.1 + 0.2) without touching cents or sub-cent prices
     impact = round(math.fsum(entities.amounts), 6)
@@ -704,13 +1097,14 @@ def priority_of(subject: str, body: str, *, importance: str = "normal") -> str:
     The feeder routes each conversation to its priority queue before any worker has run phase 1.
     Priority needs the urgency words, then PO numbers, amounts, quote and case numbers, and each
     step can settle it: most emails stop after one or two regexes, and part numbers, dates and
-    phones (most of phase 1's cost) are never read. Same answer as analyze_email (tested).
+    phones (most of phase 1's cost) are never read. It reads the same prose as analyze_email (the
+    text without addresses, links and NON_PROSE_RULES). Same answer as analyze_email (tested).
     """
     text = (_as_text(subject) + "\n" + strip_quoted(_as_text(body))).lower()
     spans = _email_spans(text) if "@" in text else []
     if "http" in text or "www." in text:
         spans += [m.span() for m in _URL_RE.finditer(text)]
-    prose = _mask(text, spans) if spans else text
+    prose = prose_of(_mask(text, spans) if spans else text)
     # substring tests (C speed) spare the regex scan for the many emails with no urgency word at all
     words = (
         {" ".join(m.group().split()) for m in _URGENCY_RE.finditer(prose)}
