@@ -28,9 +28,9 @@ def _all_at_once_bytes(home: Home, sample: int) -> tuple[float, int]:
     """(Redis bytes per conversation when enqueued as mailcli's jobs, conversations in the store)."""
     import redis
 
-    from mailcli.pool.feeder import route
+    from mailcli.dispatch.feeder import route
+    from mailcli.dispatch.payloads import conversation_payloads
     from mailcli.queue.jobs import QUEUES, enqueue_conversations, group_into_jobs
-    from mailcli.store.jobs import conversation_payloads
 
     settings = home.settings()
     with home.store() as store:

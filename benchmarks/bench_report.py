@@ -2,7 +2,7 @@
 
 The store: the N generated emails analysed through phase 1 (the pool scenario's database, or `analyze
 --inline --phase 1`, as the status scenario takes it), then given what phases 2 and 3 and their call
-ledger would hold after a run, written in the shape the sink writes them (mailcli.store.jobs): every
+ledger would hold after a run, written in the shape the sink writes them (mailcli.store.results): every
 email of a tier 2 or 3 conversation a phase 2 answer (3 % of them fallbacks with a reason, the rest
 "model" answers with action items), every tier 3 conversation a phase 3 answer, and one ledger record
 per call (two hosts, two models, latencies spread over 0.3-40 s, some retries, invalid answers and
@@ -35,7 +35,7 @@ def _with_llm_results(db: Path, seed: int = 5) -> Path:
     """A copy of `db` holding phase 2/3 answers and ledger records shaped as the sink writes them."""
     from mailcli.analysis.llm_phases import phase2_fallback
     from mailcli.store.db import Store
-    from mailcli.store.jobs import record_call
+    from mailcli.store.results import record_call
 
     out = scratch() / f"{db.stem}-llm.db"
     shutil.copyfile(db, out)

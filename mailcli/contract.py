@@ -1,10 +1,10 @@
 """The wire contract between the coordinator and the workers: what a job carries and what it returns.
 
 A job's payload is JSON (RQ's JSONSerializer): the coordinator builds it from SQLite
-(:func:`mailcli.store.jobs.conversation_payloads`), a worker on any host analyses it
+(:func:`mailcli.dispatch.payloads.conversation_payloads`), a worker on any host analyses it
 (:func:`mailcli.analysis.pipeline.analyze_batch`) and sends one :class:`ConversationResult` per
 conversation on the results stream, which the sink writes to SQLite
-(:func:`mailcli.store.jobs.apply_results`). These types name every key of that exchange.
+(:func:`mailcli.store.results.apply_results`). These types name every key of that exchange.
 
 ``WIRE_VERSION`` changes whenever a key is added, removed or changes meaning. The payload and each
 result carry it; a worker refuses a job of another version (it puts the job back for a worker that

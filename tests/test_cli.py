@@ -323,7 +323,7 @@ def test_show_reads_well_at_80_columns_no_word_split_and_phase_2_in_full_lines()
 
     from rich.console import Console
 
-    from mailcli.cli.render import conversation_view
+    from mailcli.cli.tables import conversation_view
 
     detail = _answered_detail()
     console = Console(width=80, record=True, color_system=None)

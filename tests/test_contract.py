@@ -12,7 +12,7 @@ from mailcli.queue.jobs import TASK, queue_for
 
 
 def _payload(home, version):
-    from mailcli.store.jobs import conversation_payloads, pending_ids
+    from mailcli.dispatch.payloads import conversation_payloads, pending_ids
 
     (home.path / "e.jsonl").write_text(
         json.dumps({"id": "a", "subject": "PO 4500012345", "body": "Please confirm.", "from": "x@y.example"}) + "\n"
@@ -79,7 +79,7 @@ def test_failed_lists_a_failed_job_and_requeue_gives_its_conversations_back_to_i
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
 
-    from mailcli.pool.feeder import mark_failed_jobs
+    from mailcli.dispatch.feeder import mark_failed_jobs
     from mailcli.synth import write_jsonl
 
     write_jsonl(home.path / "x.jsonl", 60, seed=2, body_bytes=200)

@@ -84,8 +84,8 @@ def check_records(records: list) -> list[Email]:
 
 def store_them(emails: list[Email]) -> None:
     """What a reader yields, the store takes (and threads) without an error."""
+    from mailcli.ingest.writer import IngestWriter
     from mailcli.store.db import Store
-    from mailcli.store.ingest import IngestWriter
 
     with tempfile.TemporaryDirectory(prefix="mcfuzzdb") as d, Store.open(Path(d) / "f.db") as store:
         IngestWriter(store).add_emails(emails)
@@ -357,9 +357,10 @@ email_dicts = st.fixed_dictionaries({
 @given(st.lists(email_dicts, min_size=1, max_size=6))
 def test_a_conversation_is_analysed_without_raising_and_applying_its_result_twice_changes_nothing(emails):
     from mailcli.analysis.pipeline import analyze_conversation
+    from mailcli.dispatch.payloads import conversation_payloads, pending_ids
+    from mailcli.ingest.writer import IngestWriter
     from mailcli.store.db import Store
-    from mailcli.store.ingest import IngestWriter
-    from mailcli.store.jobs import apply_results, conversation_payloads, pending_ids
+    from mailcli.store.results import apply_results
 
     with tempfile.TemporaryDirectory(prefix="mcfuzzdb") as d, Store.open(Path(d) / "f.db") as store:
         # the emails of one thread, through the real ingest (lone surrogates made storable the way readers do)
@@ -414,8 +415,8 @@ copies = st.lists(
 @given(copies, st.lists(st.integers(1, 5), min_size=1, max_size=8))
 def test_copies_of_message_ids_are_counted_the_same_however_they_are_batched(items, cuts):
     """One email per distinct content of each Message-ID, whatever the batches; again: nothing new."""
+    from mailcli.ingest.writer import IngestWriter
     from mailcli.store.db import Store
-    from mailcli.store.ingest import IngestWriter
 
     def emails() -> list[Email]:
         return [Email(source="f", locator=f"line {i}", message_id=mid, subject=subject, body=body, references=refs)

@@ -9,8 +9,8 @@ import stat
 import pytest
 
 from mailcli.ingest.model import Email, Reject
+from mailcli.ingest.writer import IngestWriter, base_subject
 from mailcli.store.db import Store
-from mailcli.store.ingest import IngestWriter, base_subject
 
 
 def mail(i: str, **kw) -> Email:

@@ -340,7 +340,7 @@ def test_failed_attempts_on_llm_unavailable_reach_the_ledger(home):
     assert result["status"] == "partial" and "Ollama unavailable" in result["missing"][0]
     assert [(c["email_rowid"], c["attempt"]) for c in result["llm_calls"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     # and the writer records them
-    from mailcli.store.jobs import apply_results
+    from mailcli.store.results import apply_results
 
     run_ok(home, "ingest", "--no-enqueue", write_jsonl(home, "x.jsonl", [one_email_conversation("c1")]))
     with home.store() as store:

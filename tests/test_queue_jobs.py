@@ -46,7 +46,7 @@ def test_a_payload_is_packed_once_and_written_back_as_read(home, monkeypatch):
 def test_jobs_that_need_no_llm_skip_the_priority_routing(home, monkeypatch):
     """Capped at phase 1, a conversation's job goes to the phase1 queue, first in the workers' order,
     and the feeder never runs phase 1 to route it; one that may call the LLM is routed by priority."""
-    import mailcli.pool.feeder as feeder
+    import mailcli.dispatch.feeder as feeder
 
     assert QUEUES[0] == PHASE1_QUEUE
     ingest(home)
@@ -79,8 +79,9 @@ def test_jobs_that_need_no_llm_skip_the_priority_routing(home, monkeypatch):
 @pytest.mark.parametrize("serialized", [False, True])
 def test_phase1_arrives_as_text_or_object_and_is_stored_the_same(home, serialized):
     from mailcli.analysis.pipeline import analyze_batch
-    from mailcli.store.jobs import apply_results, conversation_payloads, pending_ids
+    from mailcli.dispatch.payloads import conversation_payloads, pending_ids
     from mailcli.store.lifecycle import mark_for_analysis
+    from mailcli.store.results import apply_results
 
     ingest(home)
     with home.store() as store:

@@ -22,8 +22,8 @@ import pytest
 from conftest import TESTS
 
 from mailcli.ingest.model import Email, Reject
-from mailcli.ingest.pipeline import ingest_paths
 from mailcli.ingest.readers import detect_format, iter_records
+from mailcli.ingest.run import ingest_paths
 from mailcli.store.db import Store
 
 CORPORA = TESTS / "data" / "notmuch"

@@ -324,7 +324,7 @@ def test_embedded_redis_stopped_again_and_again_in_a_long_run(home, ollama):
 def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_put_back(home):
     """RQ pops from several queues with BLPOP, which keeps no copy: a worker killed right after the pop
     leaves its job in no list at all, and (without this) a burst run would wait for it for ever."""
-    from mailcli.pool.feeder import STRANDED_AFTER, Reconciler
+    from mailcli.dispatch.feeder import STRANDED_AFTER, Reconciler
     from mailcli.queue.jobs import recover_job
 
     make_export(home, 90, seed=4)
@@ -710,7 +710,7 @@ def test_status_results_and_export_read_during_heavy_writes_without_locked_error
 def _results_in_stream(home: Home, conn: redis.Redis) -> int:
     """What workers would have written: one result per conversation, on the results stream."""
     from mailcli.analysis.pipeline import analyze_conversation
-    from mailcli.store.jobs import conversation_payloads, pending_ids
+    from mailcli.dispatch.payloads import conversation_payloads, pending_ids
 
     with home.store() as store:
         payloads = conversation_payloads(store, pending_ids(store), home.settings())

@@ -143,7 +143,7 @@ def iso(dt: datetime) -> str:
 def fill_store(db: Path, ollama_url: str) -> dict:
     """Ingest samples/*, then analyse some conversations by writing rows directly. Returns what a
     snapshot must count."""
-    from mailcli.ingest.pipeline import ingest_paths
+    from mailcli.ingest.run import ingest_paths
 
     now = datetime.now(UTC)
     with Store.open(db) as store:
@@ -313,7 +313,7 @@ def test_breaker_is_derived_from_consecutive_failed_attempts(attempts, expected)
 
 
 def test_pending_key_is_the_feeders():
-    feeder = pytest.importorskip("mailcli.pool.feeder")
+    feeder = pytest.importorskip("mailcli.dispatch.feeder")
     assert feeder.PENDING_KEY == PENDING_KEY
 
 

@@ -11,7 +11,7 @@ MB = 2**20
 
 def health(**kw) -> Health:
     base = dict(
-        phase="running", state="busy", holds_job=True, jobs_done=3, heartbeat_age=0.5, heartbeat_timeout=15.0,
+        mode="running", state="busy", holds_job=True, jobs_done=3, heartbeat_age=0.5, heartbeat_timeout=15.0,
         heartbeats_trusted=True, rss=100 * MB, max_memory_mb=200.0,
     )  # fmt: skip
     return Health(**{**base, **kw})
@@ -28,12 +28,12 @@ def health(**kw) -> Health:
         ({"state": "busy", "heartbeat_age": 1.0}, "keep", ""),
         # beats unreadable while Redis was away are not held against the worker
         ({"heartbeat_age": 40.0, "heartbeats_trusted": False}, "keep", ""),
-        ({"phase": "killed", "heartbeat_age": 99.0}, "keep", ""),
+        ({"mode": "killed", "heartbeat_age": 99.0}, "keep", ""),
         # memory
         ({"rss": 210 * MB}, "recycle", "RSS 210 MB over 200 MB"),
-        ({"rss": 210 * MB, "phase": "recycling"}, "keep", ""),  # asked already: finishing its job
+        ({"rss": 210 * MB, "mode": "recycling"}, "keep", ""),  # asked already: finishing its job
         ({"rss": 301 * MB}, "kill", "over 1.5 x the 200 MB limit"),
-        ({"rss": 301 * MB, "phase": "recycling"}, "kill", "1.5 x"),
+        ({"rss": 301 * MB, "mode": "recycling"}, "kill", "1.5 x"),
         ({"rss": 199 * MB}, "keep", ""),
         ({"rss": None}, "keep", ""),
         ({"max_memory_mb": None, "rss": 10_000 * MB}, "keep", ""),
@@ -59,7 +59,7 @@ def test_a_raised_limit_is_an_idle_workers_rss_plus_a_quarter():
 
 
 def death(**kw) -> Death:
-    base = dict(phase="running", exit_code=1, lived=60.0, did_nothing=False, job_requeued=False,
+    base = dict(mode="running", exit_code=1, lived=60.0, did_nothing=False, job_requeued=False,
                 stops_by_itself=False, crashes=0)  # fmt: skip
     return Death(**{**base, **kw})
 
@@ -67,10 +67,10 @@ def death(**kw) -> Death:
 @pytest.mark.parametrize(
     ("facts", "kind", "crashes", "wait", "replaced"),
     [
-        ({"phase": "stopping", "exit_code": 0}, "expected", 0, 0.0, False),  # scaled down or pool stopping
-        ({"phase": "recycling", "exit_code": 0}, "expected", 0, 0.0, True),
+        ({"mode": "stopping", "exit_code": 0}, "expected", 0, 0.0, False),  # scaled down or pool stopping
+        ({"mode": "recycling", "exit_code": 0}, "expected", 0, 0.0, True),
         ({"exit_code": 0, "stops_by_itself": True}, "expected", 0, 0.0, True),  # --max-jobs reached
-        ({"phase": "killed", "exit_code": -9, "crashes": 2}, "killed", 2, 0.0, True),
+        ({"mode": "killed", "exit_code": -9, "crashes": 2}, "killed", 2, 0.0, True),
         ({"lived": 60.0}, "died", 0, 0.0, True),
         ({"lived": 1.0, "did_nothing": True}, "crashed", 1, 0.5, True),
         ({"lived": 1.0, "did_nothing": True, "crashes": 1}, "crashed", 2, 1.0, True),

@@ -67,7 +67,7 @@ def _open_store(readonly: bool = False):
 
 def _enqueue_after_ingest(cfg, summary) -> str:
     """Hand pending conversations to the queues; a note for the summary line."""
-    from mailcli.pool.feeder import feed_once
+    from mailcli.dispatch.feeder import feed_once
     from mailcli.queue.redis_server import connect
 
     with _open_store() as store:
@@ -96,13 +96,13 @@ def ingest(
     debug: DebugOpt = False,
 ) -> None:
     """Parse exports, store emails and conversations in SQLite, and queue them for analysis."""
-    from mailcli.ingest.pipeline import IngestSummary, ingest_paths, input_bytes
+    from mailcli.ingest.run import IngestSummary, ingest_paths, input_bytes
 
     if fmt not in ("auto", "jsonl", "mbox", "eml", "maildir"):
         raise CliError(f"unknown --format {fmt!r}: use auto, jsonl, mbox, eml or maildir", EXIT_USAGE)
     _check_priority(priority)
     cfg = settings()
-    from mailcli.ingest.pipeline import check_paths
+    from mailcli.ingest.run import check_paths
 
     check_paths(paths)
     started = time.monotonic()
@@ -156,7 +156,7 @@ def _ingest_with_progress(store, paths, fmt, priority, total_bytes):
     import psutil
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from mailcli.ingest.pipeline import ingest_paths
+    from mailcli.ingest.run import ingest_paths
 
     proc = psutil.Process()
     roots = [str(Path(p).resolve()) for p in paths if p != "-"]
@@ -263,7 +263,7 @@ def analyze(
         problems = check_llm_once(cfg, tuple(range(2, max_phase + 1))) if marked else []
         exit_code = EXIT_UNREACHABLE if missing_model(problems) else 0
         if inline:
-            from mailcli.analysis.inline import analyze_inline
+            from mailcli.dispatch.inline import analyze_inline
 
             llm = _inline_llm(cfg, phase)
             try:
@@ -285,7 +285,7 @@ def analyze(
 
 
 def _take_back_queued(cfg, store) -> None:
-    from mailcli.pool.feeder import take_back_queued
+    from mailcli.dispatch.feeder import take_back_queued
     from mailcli.queue.redis_server import RedisUnavailable, connect
     from mailcli.store import lifecycle
 
@@ -320,7 +320,7 @@ def results(
     debug: DebugOpt = False,
 ) -> None:
     """Conversations with their priority, completeness and status, most urgent first."""
-    from mailcli.cli.render import results_table
+    from mailcli.cli.tables import results_table
     from mailcli.store.read import conversation_rows, partial_summary
 
     _check_priority(priority)
@@ -371,7 +371,7 @@ def show(
     debug: DebugOpt = False,
 ) -> None:
     """One conversation: its emails, phase 1 facts, phase 2 and 3 answers."""
-    from mailcli.cli.render import conversation_view
+    from mailcli.cli.tables import conversation_view
     from mailcli.store.read import AmbiguousId, conversation_detail, resolve_conversation_id
 
     with _open_store(readonly=True) as store:

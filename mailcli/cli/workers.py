@@ -147,7 +147,7 @@ def failed(
     """List failed jobs with their errors; --requeue puts them back on their queues."""
     from rich.table import Table
 
-    from mailcli.pool.feeder import failed_job_rows, requeue_failed
+    from mailcli.dispatch.feeder import failed_job_rows, requeue_failed
     from mailcli.queue.redis_server import connect
 
     cfg = settings()

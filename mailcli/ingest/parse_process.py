@@ -181,7 +181,7 @@ class RemoteTraceback(Exception):
 
 
 def main(argv: list[str]) -> None:
-    from mailcli.ingest.pipeline import parse_batch
+    from mailcli.ingest.run import parse_batch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))

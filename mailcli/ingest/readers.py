@@ -10,7 +10,7 @@ record become a :class:`Reject` and reading goes on; only a path that cannot be 
 raises :class:`InputError` (one line, naming the path and the fix).
 
 :func:`iter_units` reads the same paths for ``mailcli ingest``, leaving JSONL unparsed in chunks of
-lines (:class:`LineChunk`) so that a second process can parse them (:mod:`mailcli.ingest.pipeline`).
+lines (:class:`LineChunk`) so that a second process can parse them (:mod:`mailcli.ingest.run`).
 
 The format readers live next door: :mod:`mailcli.ingest.jsonl` (flat, Graph and Gmail JSON),
 :mod:`mailcli.ingest.mime` (mbox, .eml, Maildir) and :mod:`mailcli.ingest.text` (HTML,

@@ -4,8 +4,8 @@
 conversation id it would start, the ``emails`` columns and its recipients. :func:`prepare_batch`
 does that for a batch, drops the batch's own duplicates (the first copy wins) and groups the rest
 into threads. Nothing here reads the database, so this work can run in a parse process while the
-main process writes (see :mod:`mailcli.ingest.pipeline`); what is left for the writer
-(:mod:`mailcli.store.ingest`) is the part that needs the database: dropping stored duplicates,
+main process writes (see :mod:`mailcli.ingest.run`); what is left for the writer
+(:mod:`mailcli.ingest.writer`) is the part that needs the database: dropping stored duplicates,
 joining stored threads, inserting.
 
 Rows are plain tuples rather than a class because they cross a process boundary in batches of

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import redis
 
 from mailcli.config import Settings
-from mailcli.pool.feeder import Reconciler, feed_once, mark_failed_jobs, pending_count
+from mailcli.dispatch.feeder import Reconciler, feed_once, mark_failed_jobs, pending_count
 from mailcli.pool.sink import Sink
 from mailcli.queue.jobs import queue_depths
 from mailcli.queue.redis_server import EmbeddedRedis, RedisUnavailable, connect, describe

@@ -13,7 +13,7 @@ import redis
 from mailcli import contract
 from mailcli.queue.jobs import RESULTS_STREAM, SINK_GROUP
 from mailcli.store.db import Store
-from mailcli.store.jobs import apply_results
+from mailcli.store.results import apply_results
 
 log = logging.getLogger("mailcli.sink")
 # what applying a malformed result raises (a missing key, a wrong type, a row it does not fit), as opposed

@@ -76,7 +76,7 @@ class WorkerProc:
     popen: subprocess.Popen
     started: float
     log_path: Path
-    phase: str = "running"  # running | recycling | stopping | killed
+    mode: str = "running"  # what the supervisor asked of it: running | recycling | stopping | killed
     reason: str = ""
     state: str = "starting"  # as the worker reports it: starting | idle | busy | stopped
     job_id: str = ""
@@ -241,16 +241,16 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
-    def stop_worker(self, wp: WorkerProc, phase: str, reason: str) -> None:
+    def stop_worker(self, wp: WorkerProc, mode: str, reason: str) -> None:
         """Warm stop: RQ finishes the job in hand, then the process exits."""
-        if wp.phase in ("stopping", "recycling", "killed"):
+        if wp.mode in ("stopping", "recycling", "killed"):
             return
-        wp.phase, wp.reason = phase, reason
+        wp.mode, wp.reason = mode, reason
         self._signal(wp, signal.SIGTERM)
-        log.info("worker %s: %s (%s)", wp.name, phase, reason)
+        log.info("worker %s: %s (%s)", wp.name, mode, reason)
 
     def kill_worker(self, wp: WorkerProc, reason: str) -> None:
-        wp.phase, wp.reason = "killed", reason
+        wp.mode, wp.reason = "killed", reason
         self._signal(wp, signal.SIGKILL)
         log.warning("worker %s killed: %s", wp.name, reason)
 
@@ -276,7 +276,7 @@ class Supervisor:
         requeued = False
         if job_id:
             # killed for what the job did (memory, hang): counted, so a poisonous job fails in the end
-            blame = wp.reason if wp.phase == "killed" and not self.stopping else None
+            blame = wp.reason if wp.mode == "killed" and not self.stopping else None
             try:
                 outcome = recover_job(self.conn, job_id, killed_for=blame)
             except redis.RedisError as exc:
@@ -296,7 +296,7 @@ class Supervisor:
             pass
         ob = verdicts.bury(
             verdicts.Death(
-                phase=wp.phase,
+                mode=wp.mode,
                 exit_code=code,
                 lived=time.monotonic() - wp.started,
                 did_nothing=int(info.get("jobs_done") or 0) == 0 and int(info.get("jobs_failed") or 0) == 0,
@@ -357,13 +357,13 @@ class Supervisor:
                 wp.job_id = (job_id or b"").decode()
                 wp.heartbeat = float(beat or 0)
                 wp.jobs_done = int(done or 0)
-            if wp.phase == "killed":
+            if wp.mode == "killed":
                 continue
             if limit and wp.proc is not None:
                 wp.rss = rss_with_children(wp.proc)
             verdict = verdicts.judge(
                 verdicts.Health(
-                    phase=wp.phase,
+                    mode=wp.mode,
                     state=wp.state,
                     holds_job=bool(wp.job_id),
                     jobs_done=wp.jobs_done,
@@ -410,7 +410,7 @@ class Supervisor:
         return queued + -(-pending // JOB_MAX_CONVERSATIONS)
 
     def _scale(self, now: float) -> None:
-        running = [w for w in self.workers.values() if w.phase == "running"]
+        running = [w for w in self.workers.values() if w.mode == "running"]
         busy = [w for w in running if w.state in ("busy", "starting")]
         idle = [w for w in running if w.state == "idle"]
         idle_long = sorted(
@@ -587,11 +587,11 @@ class Supervisor:
 
     def _enforce_deadline(self, now: float) -> None:
         for wp in list(self.workers.values()):
-            if wp.phase not in ("stopping", "killed"):
+            if wp.mode not in ("stopping", "killed"):
                 self.stop_worker(wp, "stopping", "pool shutting down")
         if self.deadline is not None and now >= self.deadline:
             for wp in list(self.workers.values()):
-                if wp.phase != "killed":
+                if wp.mode != "killed":
                     self.kill_worker(wp, "shutdown deadline passed; its job is requeued")
 
     def _finish(self) -> None:

@@ -26,7 +26,7 @@ MB = 2**20
 class Health:
     """One look at a living worker."""
 
-    phase: str  # the supervisor's word for it: running | recycling | stopping | killed
+    mode: str  # the supervisor's word for it: running | recycling | stopping | killed
     state: str  # the worker's own: starting | idle | busy | stopped
     holds_job: bool  # it has said which job it holds
     jobs_done: int
@@ -51,7 +51,7 @@ def judge(h: Health) -> Verdict:
     """Kill a worker whose heartbeat stopped or whose memory is far over the limit; recycle one over
     the limit after its job; raise a limit that even an idle worker exceeds (a replacement would too,
     and be recycled for ever)."""
-    if h.phase == "killed":
+    if h.mode == "killed":
         return KEEP
     if h.heartbeats_trusted and h.heartbeat_age > h.heartbeat_timeout:
         return Verdict("kill", f"no heartbeat for {h.heartbeat_age:.0f}s")
@@ -63,7 +63,7 @@ def judge(h: Health) -> Verdict:
         return Verdict("raise_limit", "an idle worker takes more", new_limit_mb=math.ceil(h.rss / MB * IDLE_RSS_HEADROOM))
     if h.rss > KILL_OVER * limit:
         return Verdict("kill", f"RSS {h.rss / MB:.0f} MB over {KILL_OVER} x the {h.max_memory_mb:.0f} MB limit")
-    if h.rss > limit and h.phase == "running":
+    if h.rss > limit and h.mode == "running":
         return Verdict("recycle", f"RSS {h.rss / MB:.0f} MB over {h.max_memory_mb:.0f} MB")
     return KEEP
 
@@ -75,7 +75,7 @@ def judge(h: Health) -> Verdict:
 class Death:
     """How a worker ended."""
 
-    phase: str  # what the supervisor had asked of it: running | recycling | stopping | killed
+    mode: str  # what the supervisor had asked of it: running | recycling | stopping | killed
     exit_code: int
     lived: float  # seconds
     did_nothing: bool  # no job done or failed
@@ -93,11 +93,11 @@ class Obituary:
 
 
 def bury(d: Death) -> Obituary:
-    expected = d.phase in ("stopping", "recycling") or (d.exit_code == 0 and d.stops_by_itself)
-    if d.phase == "killed":
+    expected = d.mode in ("stopping", "recycling") or (d.exit_code == 0 and d.stops_by_itself)
+    if d.mode == "killed":
         return Obituary("killed", d.crashes)
     if expected:
-        return Obituary("expected", 0, replaced=d.phase != "stopping")
+        return Obituary("expected", 0, replaced=d.mode != "stopping")
     if d.lived < CRASH_WINDOW and d.did_nothing and not d.job_requeued:
         crashes = d.crashes + 1
         return Obituary("crashed", crashes, backoff=backoff(crashes))

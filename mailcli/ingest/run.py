@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 from mailcli.ingest.jsonl import LineChunk
 from mailcli.ingest.model import Email, InputError, Reject, Skipped
 from mailcli.ingest.rows import PreparedBatch, prepare_batch
+from mailcli.ingest.writer import BackgroundCheckpoints, IngestWriter
 from mailcli.store.db import Store
-from mailcli.store.ingest import BackgroundCheckpoints, IngestWriter
 
 if TYPE_CHECKING:
     from mailcli.ingest.parse_process import ParseProcess

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from mailcli.analysis.pipeline import LLMPhases, analyze_batch
 from mailcli.config import Settings
 from mailcli.contract import Status
+from mailcli.dispatch.payloads import conversation_payloads
 from mailcli.store.db import Store
-from mailcli.store.jobs import apply_results, conversation_payloads
 from mailcli.store.lifecycle import claim_pending, inline_job_id, release
+from mailcli.store.results import apply_results
 
 
 @dataclass

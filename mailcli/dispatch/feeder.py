@@ -20,6 +20,7 @@ from rq.serializers import JSONSerializer
 from mailcli.analysis.phase1 import priority_of
 from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
+from mailcli.dispatch.payloads import conversation_payloads
 from mailcli.queue.jobs import (
     PENDING_KEY,
     PHASE1_QUEUE,
@@ -36,7 +37,6 @@ from mailcli.queue.jobs import (
 )
 from mailcli.store import lifecycle
 from mailcli.store.db import Store
-from mailcli.store.jobs import conversation_payloads
 from mailcli.store.lifecycle import Claim, claim_pending
 
 log = logging.getLogger("mailcli.feeder")
