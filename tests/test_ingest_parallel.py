@@ -17,7 +17,7 @@ import psutil
 import pytest
 from conftest import SAMPLES
 
-from mailcli.ingest import pipeline
+from mailcli.ingest import run
 from mailcli.ingest.jsonl import LineChunk, iter_jsonl, iter_line_chunks
 from mailcli.ingest.parse_process import ParseProcess, RemoteTraceback
 from mailcli.store.db import Store
@@ -118,7 +118,7 @@ def ingest(db: Path, paths: list[Path], *, parallel: bool, batch_size: int, runs
     summaries = []
     with Store.open(db) as store:
         for _ in range(runs):
-            s = pipeline.ingest_paths(store, [str(p) for p in paths], parallel=parallel, batch_size=batch_size)
+            s = run.ingest_paths(store, [str(p) for p in paths], parallel=parallel, batch_size=batch_size)
             summaries.append((s.ingested, s.duplicates, s.variants, s.rejected, s.merged, s.conversations, s.rejects))
     return summaries
 
