@@ -345,3 +345,33 @@ def test_show_reads_well_at_80_columns_no_word_split_and_phase_2_in_full_lines()
     summary_lines = [ln for ln in lines if "customer confirms" in ln or "tracking information" in ln]
     assert summary_lines and all(len(ln.split()) >= 6 for ln in summary_lines)
     assert "phase 3 (model, phi4:14b)" in text and "next steps" in text
+
+
+def test_email_text_that_looks_like_rich_markup_is_shown_as_written(home):
+    """Subjects such as "[notmuch] [PATCH 1/2]" or a stray "[/foo]" are email text, not markup:
+    results and show print them as written, never drop them, link them or crash on them."""
+    import json as _json
+
+    rows = [
+        {"id": "m1", "conversation_id": "c1", "subject": "[notmuch] [PATCH 1/2] closing [/foo] tag",
+         "body": "see [link=http://evil.example]click[/link] and [bold]this[/bold]", "from": "a@x.example"},
+    ]  # fmt: skip
+    (home.path / "m.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    assert home.run("ingest", str(home.path / "m.jsonl"), "--no-enqueue").returncode == 0
+    assert home.run("analyze", "--inline", "--phase", "1").returncode == 0
+    out = home.run("results")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "[notmuch]" in out.stdout and "[PATCH" in out.stdout
+    out = home.run("show", "c1")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "[notmuch] [PATCH 1/2] closing [/foo] tag" in flat
+    assert "\x1b]8;" not in out.stdout  # no terminal hyperlink made of email text
+
+
+def test_the_partial_note_names_the_whole_host_of_a_missing_model():
+    from mailcli.cli.app import _partial_note
+    from mailcli.config import Settings
+
+    note = _partial_note(3, 'phase 2: model "llama3.2:3b" not found on http://127.0.0.1:11999: try pulling it', Settings())
+    assert "not pulled on http://127.0.0.1:11999" in note

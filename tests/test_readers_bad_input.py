@@ -554,3 +554,27 @@ def test_a_header_block_longer_than_the_first_4_kb_is_detected(tmp_path):
     assert detect_format(path) == "eml"
     [e] = iter_records(path)
     assert isinstance(e, Email) and e.subject == "long"
+
+
+def test_a_maildir_with_new_only_and_a_maildirpp_folder_with_cur_only_are_read_whole(tmp_path):
+    """A mailbox never opened has new/ but no cur/; a Maildir++ folder (.Sent) may hold cur/ alone:
+    both are Maildirs, every message in them is read, and tmp/ is never taken for mail."""
+    from mailcli.ingest.model import Email, Reject
+    from mailcli.ingest.readers import iter_records
+
+    md = tmp_path / "md"
+
+    def msg(folder: Path, name: str, mid: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(f"Message-ID: <{mid}@x>\nFrom: a@x.example\nSubject: {mid}\n\nbody {mid}\n")
+
+    msg(md / "new", "1", "n1")
+    msg(md / "new", "2", "n2")
+    msg(md / "tmp", "3", "t3")  # being delivered: not yet mail
+    msg(md / ".Sent" / "cur", "4:2,S", "s4")
+    msg(md / ".Sent" / "cur", "5:2,S", "s5")
+    for fmt in ("auto", "maildir"):
+        records = list(iter_records(md, fmt))
+        emails = sorted(r.message_id for r in records if isinstance(r, Email))
+        assert emails == ["n1@x", "n2@x", "s4@x", "s5@x"], (fmt, records)
+        assert [(r.locator, "tmp/" in r.reason) for r in records if isinstance(r, Reject)] == [("tmp/3", True)]

@@ -163,7 +163,11 @@ def assess(emails: Sequence[tuple[str, str]]) -> Completeness:
         reasons.append(f"middle: {n - 2} email(s) between first and last (+{middle})")
 
     signal = None
-    for index in range(n - 1, max(-1, n - 1 - COMPLETION_WINDOW), -1):
+    # a thread's opening email is its request: words such as "resolved" or "delivered" in it ("make
+    # sure it is delivered", "mark this as resolved") are asked for, not done, so only the replies
+    # can complete a thread of two or more emails
+    first_reply = 1 if n >= 2 else 0
+    for index in range(n - 1, max(first_reply - 1, n - 1 - COMPLETION_WINDOW), -1):
         subject, body = pairs[index]
         # the body speaks for this email; a subject is inherited along the chain ("Re: not shipped?")
         text = body or subject

@@ -22,6 +22,7 @@ from mailcli.cli.common import (
     check_llm_once,
     console,
     err_console,
+    escape,
     handle_errors,
     settings,
 )
@@ -134,12 +135,12 @@ def ingest(
         )
     else:
         for r in summary.rejects[:10]:
-            err_console.print(f"[yellow]rejected[/] {r.source}, {r.locator}: {r.reason}", highlight=False)
+            err_console.print(f"[yellow]rejected[/] {escape(f'{r.source}, {r.locator}: {r.reason}')}", highlight=False)
         if summary.rejected > 10:
             err_console.print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
         if summary.skipped:
             shown = ", ".join(summary.skipped_paths[:3]) + (", …" if summary.skipped > 3 else "")
-            err_console.print(f"passed over (mail tools' bookkeeping, not mail): {shown}", highlight=False)
+            err_console.print(f"passed over (mail tools' bookkeeping, not mail): {escape(shown)}", highlight=False)
         rate = summary.seen / elapsed if elapsed > 0 else 0
         console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
                       highlight=False)  # fmt: skip
@@ -334,7 +335,7 @@ def results(
     else:
         console.print(results_table(rows, width=console.width))
         if partial[0]:
-            console.print(_partial_note(partial[0], partial[1] or "", settings()), highlight=False)
+            console.print(_partial_note(partial[0], partial[1] or "", settings()), highlight=False, markup=False)
 
 
 def _partial_note(n: int, error: str, cfg) -> str:
@@ -343,7 +344,7 @@ def _partial_note(n: int, error: str, cfg) -> str:
 
     pull = f"`ollama pull {cfg.phase2_model}` and `ollama pull {cfg.phase3_model}`"
     then = "then `mailcli analyze` and `mailcli workers start --burst` (or `mailcli analyze --inline`)"
-    missing = re.search(r'model "([^"]+)" not found on (\S+?):', error)
+    missing = re.search(r'model "([^"]+)" not found on (\S+?):?(?:\s|$)', error)
     if missing:
         why = f'model "{missing[1]}" is not pulled on {missing[2]}'
         fix = f"run `ollama pull {missing[1]}` on that host"

@@ -85,8 +85,16 @@ def _expected_errors() -> dict[type[BaseException], int]:
     return table
 
 
+def escape(text: str) -> str:
+    """``text`` shown as written inside a Rich markup string (file names, email text, server errors
+    may hold "[...]"). rich.markup is imported here, when something is printed, not at start-up."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -170,7 +178,7 @@ def check_llm_once(cfg: Settings, phases: tuple[int, ...]) -> list[Any]:
     problems = check_llm(cfg, phases)
     for p in problems:
         label = "[bold red]error:[/]" if p.kind == "model_missing" else "[yellow]warning:[/]"
-        err_console.print(f"{label} {p.message}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"{label} {escape(p.message)}", highlight=False, markup=True, soft_wrap=True)
     if problems:
         # said once, here: the client's and the phases' warnings about the same failure (a breaker
         # opening, emails left unanswered) would say it again; --debug still shows them

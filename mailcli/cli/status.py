@@ -16,6 +16,7 @@ from mailcli.cli.common import (
     JsonOpt,
     console,
     err_console,
+    escape,
     handle_errors,
     settings,
 )
@@ -81,7 +82,7 @@ def _print(snap, fmt: str) -> None:
 
         console.print(StatusView(snap))
     if fmt != "text" and snap.redis_unreachable:
-        err_console.print(f"[bold red]error:[/] {snap.redis.error}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(snap.redis.error)}", highlight=False, soft_wrap=True)
 
 
 def _watch(reader, interval: float) -> bool:

@@ -7,10 +7,19 @@ from typing import Any
 from rich import box
 from rich.console import Group
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Table as _RichTable
 from rich.text import Text
 
 from mailcli.contract import Status
+
+
+class Table(_RichTable):
+    """A Rich table whose str cells are plain text: email text such as "[notmuch] [PATCH]" or a
+    stray "[/foo]" is shown as written, never read as Rich markup (which would drop it, make it a
+    link, or raise a MarkupError)."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **kwargs)
 
 PRIORITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "green"}
 STATUS_STYLE = {

@@ -338,5 +338,7 @@ def read_eml(path: Path, source: str, locator: str) -> Email | Reject:
 
 
 def is_maildir(path: Path) -> bool:
-    """cur/ and new/ make a Maildir; tmp/ is often missing from copies (git drops empty dirs)."""
-    return (path / "cur").is_dir() and (path / "new").is_dir()
+    """cur/ or new/ makes a Maildir. Copies often lack the others (git drops empty folders, a
+    mailbox that was never read has no cur/ yet), and a Maildir++ folder such as .Sent may hold
+    cur/ alone: each is still a Maildir, and its tmp/ is not mail."""
+    return (path / "cur").is_dir() or (path / "new").is_dir()

@@ -121,7 +121,7 @@ def _sniff(name: str, head: bytes) -> str:
 def detect_format(path: str | Path) -> str:
     """What ``auto`` would read ``path`` as.
 
-    Returns ``"maildir"`` (a directory with cur/ and new/), ``"dir"`` (any other directory: each
+    Returns ``"maildir"`` (a directory with cur/ or new/), ``"dir"`` (any other directory: each
     file is detected on its own), ``"jsonl"``, ``"mbox"``, ``"eml"``, or for a file that is none
     of these ``"unsupported"`` / ``"binary"`` (reading it yields one Reject, never an exception).
     Raises InputError when the path is missing or unreadable.
@@ -224,7 +224,7 @@ _MAILDIR_BOOKKEEPING = ("dovecot", "courierimap", "maildirfolder", "maildirsize"
 def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     """Every file under ``root``, depth first in name order.
 
-    A folder with cur/ and new/ is a Maildir: the files in cur/ and new/ are messages (one that
+    A folder with cur/ or new/ is a Maildir: the files in cur/ and new/ are messages (one that
     is not becomes a Reject saying why), a file in tmp/ is a delivery still in progress (a Reject
     that names it); everything else in that folder is walked like any folder, so Maildir++
     sub-folders (``.Sent``), plain sub-folders holding their own Maildirs and loose message files
@@ -358,7 +358,7 @@ def _open_units(path: str | Path, fmt: str, chunking: Chunking) -> Iterator[Unit
     if p.is_dir():
         if fmt == "maildir" and not is_maildir(p):
             raise InputError(
-                f"{p} is not a Maildir (no cur/ and new/ folders): check the path or use --format auto"
+                f"{p} is not a Maildir (no cur/ or new/ folder): check the path or use --format auto"
             )
         return _iter_dir(p, fmt, chunking)
     if fmt == "maildir":
