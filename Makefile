@@ -29,10 +29,10 @@ chromium:
 demo: install
 	$(BIN)/mailcli ingest $(SAMPLES)
 	$(BIN)/mailcli workers start --min 2 --max 4 --burst
-	$(BIN)/mailcli export -o data/export.jsonl
+	$(BIN)/mailcli export -o "$${MAILCLI_HOME:-data}/export.jsonl"
 	$(BIN)/mailcli results --limit 20
-	$(BIN)/mailcli report -o data/report.html
-	@echo "report: $(CURDIR)/data/report.html"
+	$(BIN)/mailcli report -o "$${MAILCLI_HOME:-data}/report.html"
+	@echo "report: $$(cd "$${MAILCLI_HOME:-data}" && pwd)/report.html"
 
 ## test: the whole suite (real Redis, real SQLite, real worker processes)
 test: install chromium

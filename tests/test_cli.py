@@ -375,3 +375,12 @@ def test_the_partial_note_names_the_whole_host_of_a_missing_model():
 
     note = _partial_note(3, 'phase 2: model "llama3.2:3b" not found on http://127.0.0.1:11999: try pulling it', Settings())
     assert "not pulled on http://127.0.0.1:11999" in note
+
+
+def test_ingest_with_redis_unreachable_says_what_it_stored_then_why_nothing_was_enqueued(home):
+    out = home.run("ingest", str(SAMPLES / "graph.jsonl"), env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert out.returncode == 4, out.stderr
+    assert "36 ingested" in out.stdout and "none enqueued: Redis is unreachable" in out.stdout
+    assert "cannot connect to Redis" in out.stderr and "Traceback" not in out.stderr
+    with home.store() as store:
+        assert store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'pending'").fetchone()[0] == 9

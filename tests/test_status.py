@@ -273,6 +273,23 @@ def test_throughput_is_over_the_time_observed_since_the_run_began():
     assert throughput({}, now, run_started=now - 0.2) == (0.0, 1.0)
 
 
+def test_no_eta_once_nothing_works_any_more():
+    """A pool stopped 30 s ago: the past rate is still a fact, but the remaining work has no end in
+    sight; with no pool, results still arriving (an `analyze --inline`) keep an ETA."""
+    from mailcli.status.snapshot import ProgressInfo, set_throughput
+
+    now = 1_000_000.0
+    past = {int(now) - 40 - k: 100 for k in range(60)}
+    pr = ProgressInfo(known=True, remaining=5000)
+    set_throughput(pr, past, now, started=None)
+    assert pr.rate_per_min > 0 and pr.eta_s is None
+    set_throughput(pr, past, now, started=now - 100)  # a pool is running: it will go on
+    assert pr.eta_s is not None
+    fresh = {int(now) - 1 - k: 100 for k in range(20)}
+    set_throughput(pr, fresh, now, started=None)  # no pool, but results arrive: inline at work
+    assert pr.eta_s is not None
+
+
 def test_the_run_begins_when_a_pools_current_work_began_else_when_it_started():
     from mailcli.status.snapshot import pool_info
 
@@ -397,7 +414,8 @@ def test_snapshot_counts_progress_per_phase_tier_and_minute(conn, redis_sock, ho
     assert 210 <= pr.rate_observed_s <= 212
     assert pr.rate_per_min == pytest.approx(sum(filled["per_minute"][-5:]) / pr.rate_observed_s * 60, rel=1e-3)
     assert pr.remaining == filled["remaining"]
-    assert pr.eta_s == pytest.approx(filled["remaining"] / pr.rate_per_min * 60, abs=0.1)
+    # no pool, and no result in the last 10 s: nothing is working, so no ETA (see test_no_eta_once_nothing_works_any_more)
+    assert pr.eta_s is None
     assert len(pr.sparkline) == 15 and set(pr.sparkline) <= set("▁▂▃▄▅▆▇█")
 
 

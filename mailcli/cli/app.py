@@ -115,8 +115,16 @@ def ingest(
     assert isinstance(summary, IngestSummary)
     elapsed = time.monotonic() - started
     note = ""
+    unreachable = None
     if summary.touched and not no_enqueue:
-        note = _enqueue_after_ingest(cfg, summary)
+        from mailcli.queue.redis_server import RedisUnavailable
+
+        try:
+            note = _enqueue_after_ingest(cfg, summary)
+        except RedisUnavailable as exc:
+            # the emails are stored and their conversations pending: say so, then why none was enqueued
+            unreachable = str(exc)
+            note = "none enqueued: Redis is unreachable (below); `mailcli workers start` or `mailcli analyze --inline` takes them"
     if json_out:
         print(
             json.dumps(
@@ -130,6 +138,7 @@ def ingest(
                     "rejects": [_reject_dict(r) for r in summary.rejects],
                     "skipped": summary.skipped,  # bookkeeping files passed over: not mail, not rejects
                     "skipped_paths": summary.skipped_paths,
+                    "enqueue_error": unreachable,
                 }
             )
         )
@@ -144,6 +153,8 @@ def ingest(
         rate = summary.seen / elapsed if elapsed > 0 else 0
         console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
                       highlight=False)  # fmt: skip
+    if unreachable:
+        raise CliError(unreachable, EXIT_UNREACHABLE)
     if strict and summary.rejected:
         raise typer.Exit(EXIT_REJECTS)
 
@@ -330,8 +341,12 @@ def results(
         partial = partial_summary(store)
     if json_out:
         print(json.dumps(rows, ensure_ascii=False))
+    elif not rows and conversation:
+        raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+    elif not rows and priority:
+        console.print(f"no {priority} conversations")
     elif not rows:
-        console.print("no conversations match; ingest an export first: mailcli ingest FILE")
+        console.print("no conversations yet; ingest an export first: mailcli ingest FILE")
     else:
         console.print(results_table(rows, width=console.width))
         if partial[0]:

@@ -115,6 +115,11 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # the reader went away (`mailcli export | head`): what it read was all it wanted; stop
+            # quietly, and point stdout at nothing so the interpreter's last flush has nowhere to fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except OSError as exc:
             if debug:
                 raise

@@ -24,7 +24,7 @@ class InlineSummary:
     def line(self) -> str:
         return (
             f"{self.conversations} conversations ({self.emails} emails) analysed:"
-            f" {self.analyzed} complete, {self.partial} partial"
+            f" {self.analyzed} analyzed, {self.partial} partial"
         )
 
 

@@ -64,7 +64,7 @@ class IngestSummary:
         variants = f" ({self.variants} kept as variants of an existing Message-ID)" if self.variants else ""
         return (
             f"{self.seen} read: {self.ingested} ingested{variants}, {self.duplicates} duplicates,"
-            f" {self.rejected} rejected{self._skipped()}; {self.conversations} conversations queued for analysis"
+            f" {self.rejected} rejected{self._skipped()}; {self.conversations} conversations owed analysis"
         )
 
     def _skipped(self) -> str:

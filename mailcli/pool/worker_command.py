@@ -19,7 +19,9 @@ def worker_command(
     max_jobs: int | None = None,
     debug: bool = False,
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "mailcli.pool.worker", "--name", name]
+    # -P: the working directory is not put on sys.path, so a folder named "mailcli" there (a clone
+    # of this repository, say) can never stand in for the installed package
+    cmd = [sys.executable, "-P", "-m", "mailcli.pool.worker", "--name", name]
     if pool_id:
         cmd += ["--pool", pool_id]
     if queues:

@@ -301,12 +301,22 @@ def run_started(pools: list[PoolInfo], now: float) -> float | None:
     return min(started) if started else None
 
 
+IDLE_AFTER_S = 10.0  # with no pool running, no result for this long: nothing is working, no ETA
+
+
 def set_throughput(progress: ProgressInfo, recent: dict[int, int], now: float, started: float | None) -> None:
-    """The rate and ETA of `progress` over the time observed since `started` (see `throughput`)."""
+    """The rate and ETA of `progress` over the time observed since `started` (see `throughput`).
+
+    With no pool running (``started`` None) an ETA is given only while results still arrive (an
+    `analyze --inline` at work): after a pool stops, the remaining work has no end in sight."""
     rate, observed = throughput(recent, now, started)
     progress.rate_per_min = rate
     progress.rate_observed_s = observed
-    progress.eta_s = round(progress.remaining / rate * 60, 1) if rate > 0 and progress.remaining > 0 else None
+    last = max((sec for sec, n in recent.items() if n > 0), default=None)
+    working = started is not None or (last is not None and now - (last + 1) < IDLE_AFTER_S)
+    progress.eta_s = (
+        round(progress.remaining / rate * 60, 1) if working and rate > 0 and progress.remaining > 0 else None
+    )
 
 
 def sqlite_due(since_last_read: float, last_cost: float, load_share: float = STORE_LOAD_SHARE) -> bool:
