@@ -20,6 +20,7 @@ ENV_VARS = {
     "phase3_model": "MAILCLI_PHASE3_MODEL",
     "debug": "MAILCLI_DEBUG",
     "llm_max_in_flight": "MAILCLI_LLM_MAX_IN_FLIGHT",
+    "llm_timeout": "MAILCLI_LLM_TIMEOUT",
     "window": "MAILCLI_WINDOW",
 }
 
@@ -40,7 +41,9 @@ class Settings:
     own_domains: tuple[str, ...] = ()
     partner_domains: tuple[str, ...] = ()
     key_senders: tuple[str, ...] = ()  # addresses or domains
-    llm_max_in_flight: int = 3
+    # the ceiling of each Ollama host's adaptive limit of requests in flight (mailcli.llm.limiter)
+    llm_max_in_flight: int = 8
+    llm_timeout: float | None = None  # read timeout of an LLM call, seconds; None: 120 (phase 2), 300 (phase 3)
     window: int = 10_000  # feeder: most conversation jobs held in Redis at once
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -78,6 +81,14 @@ def _coerce(name: str, value: Any) -> Any:
         if n < 1:
             raise ConfigError(f"{name} must be at least 1, got {n}")
         return n
+    if name == "llm_timeout":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+        if not seconds > 0 or seconds == float("inf"):
+            raise ConfigError(f"{name} must be a number of seconds above 0, got {value!r}")
+        return seconds
     if name in ("own_domains", "partner_domains", "key_senders"):
         if isinstance(value, str):
             value = value.split(",")

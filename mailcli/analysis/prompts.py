@@ -24,7 +24,9 @@ from mailcli.analysis.schemas import PHASE2_SCHEMA, PHASE3_SCHEMA
 
 # Identical on every call of both phases: a different num_ctx would make Ollama reload the model.
 LLM_OPTIONS: dict[str, Any] = {"temperature": 0.1, "seed": 42, "num_ctx": 8192}
-KEEP_ALIVE = "30m"
+# Sent with every call, so a model stays loaded while a run keeps using it, and is unloaded this long
+# after the run's last call (Ollama's own default): never held in memory for ever.
+KEEP_ALIVE = "5m"
 
 CHARS_PER_TOKEN = 4  # a rough, language-agnostic estimate; good enough for budgeting
 PHASE2_BUDGET_TOKENS = 3000  # one email block (headers + body)
