@@ -366,7 +366,7 @@ def read_state(redis: Any, host: str, *, ceiling: int | None = None) -> HostStat
 
 def state_from_hash(raw: dict[Any, Any], in_flight: int, ceiling: int | None = None) -> HostState | None:
     """`HostState` from the fields of a host's hash (bytes or str), None when it is empty."""
-    if not raw:
+    if not raw and not in_flight:
         return None
     data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()}
