@@ -505,3 +505,71 @@ def test_pipeline_uses_the_keys_to_skip_unchanged_emails(standin, llm):
     again["emails"][1]["body"] += " Also 2 spare filters."
     third = analyze_conversation(again, llm)
     assert {c["email_rowid"] for c in third["llm_calls"] if c["phase"] == 2} == {again["emails"][1]["rowid"]}
+
+
+# ------------------------------------------------------------------------------------- own text
+
+GMAIL_REPLY = """Hi Tom,
+
+Yes, we can ship 20 units of BRG-1234 on Friday. PO 4500012345 is confirmed.
+
+Best regards,
+Anna Berg
+Sales Manager | Acme GmbH
+Tel +49 30 1234567
+
+CONFIDENTIALITY NOTICE: This e-mail and any attachments are confidential and intended solely for the addressee.
+
+On Mon, 3 Mar 2025 at 10:00, Tom Jones <tom@buyer.example> wrote:
+> Hi Anna,
+> can you ship 20 units of BRG-1234 by Friday? Our old quote Q-998877 had 30 units.
+> Thanks, Tom
+"""
+
+OUTLOOK_REPLY = """Sounds good, please go ahead.
+
+Sent from my iPhone
+
+-----Original Message-----
+From: Tom Jones
+Sent: Monday, March 3, 2025 10:00 AM
+To: Anna Berg
+Subject: RE: order
+
+Please confirm the delivery date for PO 4500012345 and the 30 units of quote Q-998877.
+"""
+
+
+def test_phase2_sends_the_emails_own_text_and_a_note_of_what_it_replies_to():
+    block, trim = prompts.phase2_data(email(1, body=GMAIL_REPLY))
+    assert "Yes, we can ship 20 units" in block and "Best regards,\nAnna Berg" in block
+    assert "Tel +49" not in block and "Sales Manager" not in block  # signature block past the name
+    assert "CONFIDENTIALITY" not in block  # legal footer
+    assert "\n>" not in block and "30 units" not in block.split("In reply to", 1)[1].split("\n", 1)[1]
+    note = block.split("In reply to (quoted, shortened): ", 1)[1].split("\n", 1)[0]
+    assert note.startswith("On Mon, 3 Mar 2025 at 10:00, Tom Jones") and "can you ship 20 units" in note
+    assert len(note) <= prompts.REPLY_NOTE_MAX_CHARS
+    assert trim.input_chars == len(prompts.own_text(GMAIL_REPLY))
+
+    block, _ = prompts.phase2_data(email(2, body=OUTLOOK_REPLY))
+    own = block.split("\n\n", 1)[1]
+    assert "Sounds good, please go ahead." in own and "iPhone" not in own and "Original Message" not in own
+    assert "In reply to (quoted, shortened): From: Tom Jones Please confirm the delivery date" in block
+    assert "Sent: Monday" not in block
+
+    plain, _ = prompts.phase2_data(email(3, body="Please quote 5 x BRG-1. This message is to confirm our call."))
+    assert "In reply to" not in plain and "This message is to confirm our call." in plain  # not a footer
+
+
+def test_phase3_sends_each_emails_own_text_once():
+    first = email(1, body="Hi Anna,\ncan you ship 20 units of BRG-1234 by Friday?\n\nThanks,\nTom\nBuyer, Big Corp")
+    reply = email(2, body=GMAIL_REPLY)
+    text, trim, included = prompts.phase3_data([first, reply])
+    assert included == [0, 1]
+    assert text.count("can you ship 20 units") == 1  # the question once: the reply's quote of it is left out
+    assert "CONFIDENTIALITY" not in text and "Buyer, Big Corp" not in text and "In reply to" not in text
+    assert trim.input_chars == sum(len(prompts.own_text(e["body"])) for e in (first, reply))
+
+
+def test_prompt_versions_cover_the_own_text_rules():
+    assert prompts.OWN_TEXT_RULES in json.dumps(prompts._SHARED, default=str)

@@ -521,9 +521,17 @@ class OllamaClient:
                 host = ranked[0]
                 break
             permit = self._take_permit([h.url for h in ranked])
-            if permit is not None:
-                host = next(h for h in ranked if h.url == permit.host)
+            if permit is None:
+                continue
+            host = next(h for h in ranked if h.url == permit.host)
+            with self._lock:
+                state = host.state(self._clock(), self.breaker_cooldown)
+                routable = state == "closed" or (state == "half-open" and not host.probing)
+            if routable:
                 break
+            # the host's breaker opened while this call waited for its permit: hand it back, rank again
+            self._give_back(permit, "failed", 0.0, None, 0)
+            permit = None
         with self._lock:
             self._next = (self._hosts.index(host) + 1) % len(self._hosts)
             if host.opened_at is not None:
