@@ -402,6 +402,8 @@ def test_ollama_hosts_show_their_shared_limit_queueing_and_tokens(conn, redis_so
     families = parse_exposition(exposition(snap))
     assert families["mailcli_ollama_in_flight"] == [(f'host="{ollama.url}"', 1.0)]
     assert families["mailcli_ollama_wait_seconds"] == [(f'host="{ollama.url}"', 0.5)]
+    documented = set(re.findall(r"`(mailcli_[a-z0-9_]+)`", (ROOT / "docs" / "metrics.md").read_text()))
+    assert {"mailcli_ollama_limit", "mailcli_ollama_in_flight"} <= set(families) <= documented
     text = draw(snap, 160)
     assert "limit" in text and "1/2.1" in text
 
