@@ -573,3 +573,20 @@ def test_phase3_sends_each_emails_own_text_once():
 
 def test_prompt_versions_cover_the_own_text_rules():
     assert prompts.OWN_TEXT_RULES in json.dumps(prompts._SHARED, default=str)
+
+
+def test_the_read_timeout_and_the_ceiling_come_from_the_settings(tmp_path):
+    from mailcli.config import ConfigError, load_settings
+
+    settings = load_settings(cwd=tmp_path, env={"MAILCLI_LLM_TIMEOUT": "7.5", "MAILCLI_LLM_MAX_IN_FLIGHT": "5"})
+    assert settings.llm_timeout == 7.5 and settings.llm_max_in_flight == 5
+    llm = make_llm_phases(settings)
+    assert llm.phase2_timeout == llm.phase3_timeout == 7.5 and llm.client.limiter.ceiling == 5
+    llm.close()
+    default = make_llm_phases(load_settings(cwd=tmp_path, env={}))
+    assert (default.phase2_timeout, default.phase3_timeout) == (120.0, 300.0)
+    assert default.client.limiter.ceiling == 8
+    default.close()
+    for bad in ("soon", "0", "-3", "inf"):
+        with pytest.raises(ConfigError, match="llm_timeout must be a number of seconds"):
+            load_settings(cwd=tmp_path, env={"MAILCLI_LLM_TIMEOUT": bad})
