@@ -10,8 +10,11 @@ connections and answers cut short are retried, on another host when one is free,
 exponential backoff with full jitter. 400 and 404 are final: the request or the host's setup is wrong.
 Every attempt is reported to ``on_call`` so the caller can keep the ledger of LLM calls.
 
-The client is thread-safe: a job may run its phase 2 calls from a thread pool; ``max_in_flight``
-bounds the requests in flight for the whole client. ``transport`` is the test seam (httpx.MockTransport).
+The client is thread-safe: a job may run its phase 2 calls from a thread pool. Each inference request
+first takes a permit of its host's adaptive limit (mailcli.llm.limiter): ``limiter`` is a RedisLimiter
+shared by every worker, or by default a LocalLimiter of this client; ``max_in_flight`` is the ceiling of
+each host's limit. A busy answer shrinks the limit and does not count against the host's breaker.
+``transport`` is the test seam (httpx.MockTransport).
 """
 
 from __future__ import annotations

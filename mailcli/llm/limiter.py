@@ -333,8 +333,8 @@ class RedisLimiter:
                 self._blocking = True
                 self._cond.release()
                 try:
-                    # BLPOP's timeout is whole or fractional seconds (Redis 6+); a wake-up is a hint to retry
-                    self._redis.blpop([wake_key(h) for h in hosts], timeout=max(0.01, step))
+                    # whole seconds (fractions need Redis 6); a wake-up is only a hint to try again
+                    self._redis.blpop([wake_key(h) for h in hosts], timeout=max(1, math.ceil(step)))
                 finally:
                     self._cond.acquire()
                     self._blocking = False
