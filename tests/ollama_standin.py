@@ -234,7 +234,7 @@ class OllamaStandin:
       prefill              more seconds per prompt token (prompt evaluation grows with the prompt)
       per_token            more seconds per answer token (generation)
       load_latency         extra seconds the first time a model is used (reported as load_duration)
-      slots                requests served at once (OLLAMA_NUM_PARALLEL); the rest wait in the queue
+      slots                requests served at once per model (OLLAMA_NUM_PARALLEL); the rest wait in the queue
       max_queue            requests that may wait (OLLAMA_MAX_QUEUE); beyond slots + queue: 503
       failure_rate         fraction answered 500 {"error": ...}
       invalid_output_rate  fraction whose content is cut-off JSON or JSON that misses the schema
@@ -441,6 +441,7 @@ class OllamaStandin:
             self.max_active = 0
             self._in_progress = 0
             self._active = 0
+            self._active_by_model: Counter[str] = Counter()
             self._waiting = 0
             self.max_waiting = 0
             self.served = 0  # inference answers sent whole (not loads, not errors)
@@ -538,28 +539,32 @@ class OllamaStandin:
             self._in_progress -= 1
             self._cond.notify_all()
 
-    def _admit(self) -> bool:
-        """Take a parallel slot, waiting in the queue if there is room in it; False means 503."""
+    def _admit(self, model: str) -> bool:
+        """Take one of the model's parallel slots (OLLAMA_NUM_PARALLEL is per loaded model), waiting in the
+        queue (shared by all models, as OLLAMA_MAX_QUEUE) if there is room in it; False means 503."""
+        name = canonical(model)
         with self._cond:
-            if self._active >= self._slots:
+            if self._active_by_model[name] >= self._slots:
                 if self._waiting >= self._max_queue:
                     return False
                 self._count_waiting(1)
                 self._cond.notify_all()
                 try:
-                    while self._active >= self._slots:
+                    while self._active_by_model[name] >= self._slots:
                         if self._stop.is_set():
                             return False
                         self._cond.wait(0.1)
                 finally:
                     self._count_waiting(-1)
+            self._active_by_model[name] += 1
             self._active += 1
             self.max_active = max(self.max_active, self._active)
             self._cond.notify_all()
             return True
 
-    def _release(self) -> None:
+    def _release(self, model: str) -> None:
         with self._cond:
+            self._active_by_model[canonical(model)] -= 1
             self._active -= 1
             self._cond.notify_all()
 
@@ -953,7 +958,7 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.standin
         empty = not body.get("messages") if kind == "chat" else not body.get("prompt")
         # as in Ollama, loading (or unloading) a model goes through the scheduler, not a parallel slot
-        if not empty and not st._admit():
+        if not empty and not st._admit(model):
             self._json(503, {"error": BUSY_ERROR})
             return
         try:
@@ -999,7 +1004,7 @@ class _Handler(BaseHTTPRequestHandler):
                 st._served(latency)
         finally:
             if not empty:
-                st._release()
+                st._release(model)
 
     def _frame(self, kind: str, model: str, text: str, *, done: bool, done_reason: str | None = None) -> dict[str, Any]:
         frame: dict[str, Any] = {"model": model, "created_at": timestamp()}

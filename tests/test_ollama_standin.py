@@ -471,3 +471,20 @@ def test_an_answer_whose_client_gave_up_is_counted_abandoned():
         with pytest.raises(httpx.ReadTimeout):
             HTTP.post(ollama.url + "/api/chat", json={**CHAT, "stream": False}, timeout=httpx.Timeout(5, read=0.1))
         assert ollama.wait_for(lambda s: s["abandoned"] == 1, timeout=5)
+
+
+def test_parallel_slots_are_per_model_and_the_queue_is_shared():
+    with OllamaStandin(latency=0.3, slots=1, max_queue=1) as ollama:
+        small = {**CHAT, "stream": False}
+        big = {**CHAT, "stream": False, "model": "phi4:14b"}
+        threads = [threading.Thread(target=post, args=(ollama, "/api/chat", body)) for body in (small, big)]
+        for t in threads:
+            t.start()
+        assert ollama.wait_for(lambda s: s["active"] == 2)  # one slot each: neither waits
+        assert ollama.stats()["waiting"] == 0
+        third = threading.Thread(target=post, args=(ollama, "/api/chat", small))
+        third.start()
+        assert ollama.wait_for(lambda s: s["waiting"] == 1)  # llama's slot is taken: it queues
+        assert post(ollama, "/api/chat", big).status_code == 503  # phi4's slot taken and the queue (1) full
+        for t in [*threads, third]:
+            t.join()
