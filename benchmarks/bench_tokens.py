@@ -5,9 +5,10 @@ it (quotes included, so a thread's text grows with the square of its length), ha
 quotes ("On <date>, <name> wrote:" and "> " lines), half as Outlook ("-----Original Message-----" and a
 From/Sent/To/Subject block), every email ending with a signature block and a legal footer.
 
-Both runs analyse the same store with `analyze --inline`'s code (mailcli.analysis.inline) against an Ollama
-stand-in whose answers take longer with longer prompts (prefill) and answers (generation):
-- baseline: the prompts with each email's whole body (quoted history, signature and footer in);
+Both runs are `mailcli analyze --inline --all-phases` on the same export, against an Ollama stand-in whose
+answers take longer with longer prompts (prefill) and answers (generation):
+- baseline: the prompts with each email's whole body (quoted history, signature and footer in), made by
+  benchmarks/wholebody/sitecustomize.py on the command's PYTHONPATH;
 - mailcli: the prompts as they are (mailcli.analysis.prompts.own_text and reply_note).
 Prompt tokens are the ``prompt_eval_count`` Ollama reports, read back from the ledger (llm_calls).
 """
@@ -15,6 +16,7 @@ Prompt tokens are the ``prompt_eval_count`` Ollama reports, read back from the l
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections import defaultdict
@@ -87,35 +89,24 @@ def _ledger(db: Path) -> dict:
     return out
 
 
+WHOLE_BODY_SITE = Path(__file__).parent / "wholebody"  # its sitecustomize makes the baseline's prompts
+
+
 def _one_run(export: Path, whole_bodies: bool, latency: float, prefill: float, per_token: float, slots: int) -> dict:
     from ollama_standin import OllamaStandin
 
-    from mailcli.analysis import prompts
-    from mailcli.analysis.inline import analyze_inline
-    from mailcli.analysis.llm_phases import make_llm_phases
-    from mailcli.store.jobs import mark_for_analysis
-
-    saved = prompts.own_text, prompts.reply_note
-    if whole_bodies:  # the baseline: what phase 2 and 3 sent before own-text extraction
-        prompts.own_text, prompts.reply_note = (lambda body: body.strip()), (lambda body: "")
-    try:
-        with OllamaStandin(latency=latency, prefill=prefill, per_token=per_token, slots=slots,
-                           max_queue=512) as server, Home() as home:
-            home.run("ingest", "--no-enqueue", str(export))
-            settings = home.settings().with_overrides(ollama_host=server.url)
-            with home.store() as store:
-                mark_for_analysis(store, all_phases=True)
-                llm = make_llm_phases(settings)
-                try:
-                    t0 = time.perf_counter()
-                    summary = analyze_inline(store, settings, llm=llm)
-                    elapsed = time.perf_counter() - t0
-                finally:
-                    llm.close()
-            ledger = _ledger(home.db)
-    finally:
-        prompts.own_text, prompts.reply_note = saved
-    return {"seconds": elapsed, "analyzed": summary.analyzed, "partial": summary.partial, **ledger}
+    with OllamaStandin(latency=latency, prefill=prefill, per_token=per_token, slots=slots, max_queue=512) as server, \
+            Home() as home:
+        home.run("ingest", "--no-enqueue", str(export))
+        env = {"OLLAMA_HOST": server.url}
+        if whole_bodies:
+            env["PYTHONPATH"] = os.pathsep.join([str(WHOLE_BODY_SITE), home.env["PYTHONPATH"]])
+        t0 = time.perf_counter()
+        home.run("analyze", "--inline", "--all-phases", env=env)
+        elapsed = time.perf_counter() - t0
+        ledger = _ledger(home.db)
+        statuses = [r["status"] for r in json.loads(home.run("results", "--json", "--limit", "100000").stdout)]
+    return {"seconds": elapsed, "analyzed": statuses.count("analyzed"), "partial": statuses.count("partial"), **ledger}
 
 
 def run(threads: int = 30, depth: int = 6, latency: float = 0.02, prefill: float = 0.0002,
