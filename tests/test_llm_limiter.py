@@ -3,11 +3,15 @@ leases of dead holders, and the client holding a 1-slot stand-in at its capacity
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from conftest import wait_for
+import redis
+from conftest import ROOT, wait_for
 from ollama_standin import OllamaStandin
 
 from mailcli.llm.client import OllamaClient
@@ -105,13 +109,52 @@ def test_a_waiting_worker_is_woken_by_a_release_elsewhere(redis_conn):
     assert b.acquire([HOST], timeout=0.05) is None  # the limit is full again
 
 
-def test_the_permits_of_a_dead_worker_come_back(redis_conn):
-    dead = RedisLimiter(redis_conn, 4, lease=0.3)
-    assert dead.try_acquire(HOST) and dead.try_acquire(HOST)  # never released: the worker was killed
-    alive = RedisLimiter(redis_conn, 4)
-    assert alive.try_acquire(HOST) is None
-    assert wait_for(lambda: alive.try_acquire(HOST), timeout=5, what="expired leases to come back")
+HOLDER = """
+import os, sys, redis
+from mailcli.llm.limiter import RedisLimiter
+limiter = RedisLimiter(redis.Redis(unix_socket_path=sys.argv[1]), 4, lease=float(sys.argv[2]))
+held = [limiter.try_acquire(sys.argv[3]) for _ in range(2)]
+print(sum(p is not None for p in held), flush=True)
+sys.stdin.read()  # hold them until killed
+"""
+
+
+def test_the_permits_of_a_killed_worker_come_back_and_a_live_ones_stay(redis_conn):
+    path = redis_conn.connection_pool.connection_kwargs["path"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "0.6", HOST], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "2"
+        alive = RedisLimiter(redis_conn, 4)
+        assert alive.try_acquire(HOST) is None  # the limit (2) is held by the other process
+        time.sleep(1.5)  # 2.5 leases: its renewer extends them while it lives
+        assert alive.try_acquire(HOST) is None and read_state(redis_conn, HOST).in_flight == 2
+        holder.kill()  # kill -9: nothing is given back
+        holder.wait(10)
+        assert wait_for(lambda: alive.try_acquire(HOST), timeout=5, what="the killed worker's leases to lapse")
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
     assert redis_conn.zcard(leases_key(HOST)) == 1
+
+
+def test_a_release_redis_did_not_get_is_sent_again(redis_conn, monkeypatch):
+    limiter = RedisLimiter(redis_conn, 4, lease=0.3)
+    permits_ = [limiter.try_acquire(HOST), limiter.try_acquire(HOST)]
+    script = limiter._release
+    calls = {"n": 0}
+
+    def outage_once(**kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise redis.ConnectionError("Connection refused (Redis restarting)")
+        return script(**kw)
+
+    monkeypatch.setattr(limiter, "_release", outage_once)
+    assert limiter.release(permits_[0], "ok", rtt=1.0, service=1.0) is None  # Redis away: kept to send again
+    assert limiter.release(permits_[1], "ok", rtt=1.0, service=1.0) is not None
+    assert wait_for(lambda: redis_conn.zcard(leases_key(HOST)) == 0, timeout=5, what="the release sent again")
 
 
 # ------------------------------------------------------------------------------- the client on a server

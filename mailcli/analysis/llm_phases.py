@@ -478,9 +478,7 @@ def make_llm_phases(settings: Any, *, redis: Any = None, **client_options: Any) 
     }
     options.update(client_options)
     if redis is not None and "limiter" not in options:
-        # a permit not given back (its worker was killed) counts until the longest request is surely over
-        lease = max(phase2_timeout, phase3_timeout) + 60.0
-        options["limiter"] = RedisLimiter(redis, options["max_in_flight"], lease=lease)
+        options["limiter"] = RedisLimiter(redis, options["max_in_flight"])
     client = OllamaClient(settings.ollama_host, **options)
     llm = OllamaLLMPhases(
         client,

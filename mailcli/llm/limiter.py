@@ -282,6 +282,14 @@ end
 return tostring(new)
 """
 
+# KEYS: leases; ARGV: lease seconds, tokens...: the leases this process still holds, extended
+_RENEW = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) + tonumber(t[2]) / 1e6 + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end
+return 1
+"""
+
 _PARAMS = {"backoff": repr(BACKOFF), "headroom": repr(HEADROOM), "smoothing": repr(SMOOTHING),
            "window": repr(TOKENS_WINDOW), "ttl": KEY_TTL, "wake_keep": WAKE_KEEP}
 
@@ -289,14 +297,16 @@ _PARAMS = {"backoff": repr(BACKOFF), "headroom": repr(HEADROOM), "smoothing": re
 class RedisLimiter:
     """The adaptive limit of each host, shared through Redis by every process that uses the same Redis.
 
-    ``redis`` is a redis-py client (bytes or str responses). ``lease`` is how long a permit stays counted
-    if its holder never gives it back (a worker killed mid-request): pick more than the longest request.
-    Within one process only one thread at a time blocks on Redis for a wake-up; the others wait here.
+    ``redis`` is a redis-py client (bytes or str responses). A permit is a lease that this process extends
+    every ``lease / 3`` seconds while it holds it; one whose holder died (a worker killed mid-request) is
+    counted no longer than ``lease``. A release that could not reach Redis (an outage) is sent again at
+    each renewal until it does. Within one process only one thread at a time blocks on Redis for a
+    wake-up; the others wait here.
     """
 
     shared = True
 
-    def __init__(self, redis: Any, ceiling: int, *, lease: float = 600.0, wait_step: float = 1.0):
+    def __init__(self, redis: Any, ceiling: int, *, lease: float = 30.0, wait_step: float = 1.0):
         if ceiling < 1:
             raise ValueError("the ceiling must be at least 1")
         self.ceiling = ceiling
@@ -305,14 +315,48 @@ class RedisLimiter:
         self._redis = redis
         self._acquire = redis.register_script(_ACQUIRE % _PARAMS)
         self._release = redis.register_script(_RELEASE % _PARAMS)
+        self._renew = redis.register_script(_RENEW)
         self._cond = threading.Condition()
         self._blocking = False  # one thread of this process waits on Redis; the rest on self._cond
+        self._held: dict[str, str] = {}  # token -> host: the leases to extend
+        self._unreleased: list[Permit] = []  # releases Redis did not get: sent again by the renewer
+        self._renewer: threading.Thread | None = None
 
     def try_acquire(self, host: str) -> Permit | None:
         token = uuid.uuid4().hex
         granted, _ = self._acquire(keys=[host_key(host), leases_key(host)],
                                    args=[token, self.lease, self.ceiling, INITIAL_LIMIT])
-        return Permit(host, token, time.monotonic()) if int(granted) else None
+        if not int(granted):
+            return None
+        with self._cond:
+            self._held[token] = host
+            self._start_renewer()
+        return Permit(host, token, time.monotonic())
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None or not self._renewer.is_alive():
+            self._renewer = threading.Thread(target=self._renew_loop, name="mailcli-llm-leases", daemon=True)
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        """Extend the leases held; send again the releases that failed; end when nothing is left to do."""
+        while True:
+            time.sleep(self.lease / 3)
+            with self._cond:
+                by_host: dict[str, list[str]] = {}
+                for token, host in self._held.items():
+                    by_host.setdefault(host, []).append(token)
+                retry, self._unreleased = self._unreleased, []
+                if not by_host and not retry:
+                    self._renewer = None
+                    return
+            for host, tokens in by_host.items():
+                try:
+                    self._renew(keys=[leases_key(host)], args=[self.lease, *tokens])
+                except Exception as exc:  # Redis is away: the leases may lapse, and are taken again after
+                    log.debug("ollama limiter: could not extend the leases on %s: %s", host, exc)
+            for permit in retry:
+                self.release(permit, "failed", rtt=0.0)
 
     def acquire(self, hosts: Sequence[str], timeout: float | None = None) -> Permit | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -340,13 +384,24 @@ class RedisLimiter:
                     self._blocking = False
 
     def release(self, permit: Permit, signal: Signal, *, rtt: float, service: float | None = None,
-                tokens: int = 0) -> float:
+                tokens: int = 0) -> float | None:
+        """Give the permit back and learn from the answer; the host's new limit, None if Redis was away
+        (the release is then sent again by the renewer, as a plain release)."""
         host = permit.host
-        new = self._release(
-            keys=[host_key(host), leases_key(host), wake_key(host)],
-            args=[permit.token, signal, repr(float(rtt)), "" if service is None else repr(float(service)),
-                  int(tokens), self.ceiling, INITIAL_LIMIT],
-        )
+        with self._cond:
+            self._held.pop(permit.token, None)
+        try:
+            new = self._release(
+                keys=[host_key(host), leases_key(host), wake_key(host)],
+                args=[permit.token, signal, repr(float(rtt)), "" if service is None else repr(float(service)),
+                      int(tokens), self.ceiling, INITIAL_LIMIT],
+            )
+        except Exception as exc:
+            log.debug("ollama limiter: could not give back a permit on %s (sent again later): %s", host, exc)
+            with self._cond:
+                self._unreleased.append(permit)
+                self._start_renewer()
+            return None
         with self._cond:
             self._cond.notify_all()  # a local waiter may take the permit before the wake-up reaches Redis
         return float(new)
