@@ -9,10 +9,10 @@ in flight, shared by every worker on every machine, and found from the answers:
   of the round trip is time spent waiting (in the server's queue, or on the way). With ``n`` requests in
   flight, ``n x service / round trip`` of them were being served: an estimate of the slots in use;
 * the limit moves a fifth of the way, at each answer, towards that estimate plus a little headroom
-  (half of it, at least one request): with no queueing the estimate is every request in flight,
+  (a third of it, at least one request): with no queueing the estimate is every request in flight,
   so the limit grows; once requests queue, it settles at the slots the server really has plus that
-  headroom, so a freed slot is refilled at once: one request waits at a 1-slot host, half a request per
-  slot at larger ones (client-side delays, which look like waiting, then still leave it above the slots);
+  headroom, so a freed slot is refilled at once: one request waits at a 1-slot host, a third of a request
+  per slot at larger ones (client-side delays, which look like waiting, then still leave it above the slots);
 * a busy answer (503 "maximum pending requests exceeded", 429) or a read timeout halves the limit.
 
 A slow server is not a failing one: its slowness shrinks the limit and never counts against the
@@ -48,7 +48,7 @@ Signal = Literal["ok", "busy", "timeout", "failed"]
 KEY_PREFIX = "mailcli:llm:"
 INITIAL_LIMIT = 2.0
 SMOOTHING = 0.2  # the share of the way to the target the limit moves at each answer
-HEADROOM = 0.5  # target = slots in use x (1 + HEADROOM), at least one more
+HEADROOM = 1 / 3  # target = slots in use x (1 + HEADROOM), at least one more
 BACKOFF = 0.5  # the limit is multiplied by this on a busy answer or a timeout
 TOKENS_WINDOW = 10.0  # seconds over which tokens/s is counted
 KEY_TTL = 86_400  # seconds: the state of a host nobody used for a day goes away
