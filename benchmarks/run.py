@@ -22,7 +22,10 @@ from benchmarks.common import Figure, loadavg
 SCENARIOS: dict[str, tuple[str, dict, dict]] = {
     "ingest": ("benchmarks.bench_ingest", {"n": 100_000, "repeats": 3}, {"n": 100_000, "repeats": 5}),
     "worker_class": ("benchmarks.bench_worker_class", {"jobs": 300, "repeats": 3}, {"jobs": 1000, "repeats": 5}),
-    "llm": ("benchmarks.bench_llm", {"n": 600, "workers": 4, "repeats": 1}, {"n": 2000, "workers": 4, "repeats": 3}),
+    # 6 and 10 workers against a 1-slot and a 4-slot Ollama stand-in and both together (~4 min); --full adds
+    # 5 s calls on a 1-slot host (~5 min more)
+    "llm": ("benchmarks.bench_llm", {}, {"slow": True}),
+    "tokens": ("benchmarks.bench_tokens", {"threads": 30, "depth": 6}, {"threads": 60, "depth": 8}),
     # the 100,000 emails of the target in both modes (three interleaved pairs take ~3.5 min); the plain-RQ
     # baseline runs 10,000 one-email jobs in quick mode (its rate is per email)
     "pool": (

@@ -19,6 +19,7 @@ ENV_VARS = {
     "phase2_model": "MAILCLI_PHASE2_MODEL",
     "phase3_model": "MAILCLI_PHASE3_MODEL",
     "llm_max_in_flight": "MAILCLI_LLM_MAX_IN_FLIGHT",
+    "llm_timeout": "MAILCLI_LLM_TIMEOUT",
     "window": "MAILCLI_WINDOW",
     "redis_outage_limit": "MAILCLI_REDIS_OUTAGE_LIMIT",
     "heartbeat_timeout": "MAILCLI_HEARTBEAT_TIMEOUT",
@@ -42,7 +43,9 @@ class Settings:
     own_domains: tuple[str, ...] = ()
     partner_domains: tuple[str, ...] = ()
     key_senders: tuple[str, ...] = ()  # addresses or domains
-    llm_max_in_flight: int = 3
+    # the ceiling of each Ollama host's adaptive limit of requests in flight (mailcli.llm.limiter)
+    llm_max_in_flight: int = 8
+    llm_timeout: float | None = None  # read timeout of an LLM call, seconds; None: 120 (phase 2), 300 (phase 3)
     window: int = 10_000  # feeder: most conversation jobs held in Redis at once
     redis_outage_limit: int = 120  # seconds a pool waits for an unreachable Redis before it exits 4
     heartbeat_timeout: float = 15.0  # seconds without a worker's heartbeat before it is killed
@@ -93,6 +96,14 @@ def _coerce(name: str, value: Any) -> Any:
         return x
     if name == "task_modules":
         return tuple(m.strip() for m in (value.split(",") if isinstance(value, str) else value) if m.strip())
+    if name == "llm_timeout":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+        if not seconds > 0 or seconds == float("inf"):
+            raise ConfigError(f"{name} must be a number of seconds above 0, got {value!r}")
+        return seconds
     if name in ("own_domains", "partner_domains", "key_senders"):
         if isinstance(value, str):
             value = value.split(",")

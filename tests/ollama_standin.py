@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import re
+import select
 import signal
 import socket
 import sys
@@ -49,7 +50,7 @@ BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
 RUNNER_ERROR = "llama runner process has terminated: signal: killed"
 FAULTS = ("busy", "error", "invalid", "cut", "hang")
 RATE_KNOBS = ("failure_rate", "invalid_output_rate", "cut_stream", "hang")
-KNOBS = ("models", "latency", "load_latency", "slots", "max_queue", "hang_seconds", "seed", "version", *RATE_KNOBS)
+KNOBS = ("models", "latency", "prefill", "per_token", "load_latency", "slots", "max_queue", "hang_seconds", "seed", "version", *RATE_KNOBS)
 FOREVER = datetime(2318, 1, 1, tzinfo=UTC)  # where Go's max Duration lands: keep_alive < 0
 
 
@@ -230,8 +231,10 @@ class OllamaStandin:
     Knobs (constructor arguments; assign or ``configure(...)`` while it runs):
       models               model names it has "pulled" (default llama3.2:3b, phi4:14b)
       latency              seconds per answer, or {model: seconds, "*": default}
+      prefill              more seconds per prompt token (prompt evaluation grows with the prompt)
+      per_token            more seconds per answer token (generation)
       load_latency         extra seconds the first time a model is used (reported as load_duration)
-      slots                requests served at once (OLLAMA_NUM_PARALLEL); the rest wait in the queue
+      slots                requests served at once per model (OLLAMA_NUM_PARALLEL); the rest wait in the queue
       max_queue            requests that may wait (OLLAMA_MAX_QUEUE); beyond slots + queue: 503
       failure_rate         fraction answered 500 {"error": ...}
       invalid_output_rate  fraction whose content is cut-off JSON or JSON that misses the schema
@@ -246,6 +249,8 @@ class OllamaStandin:
         models: Iterable[str] = DEFAULT_MODELS,
         *,
         latency: float | Mapping[str, float] = 0.0,
+        prefill: float = 0.0,
+        per_token: float = 0.0,
         load_latency: float = 0.0,
         slots: int = 4,
         max_queue: int = 0,
@@ -277,6 +282,8 @@ class OllamaStandin:
         self.configure(
             models=models,
             latency=latency,
+            prefill=prefill,
+            per_token=per_token,
             load_latency=load_latency,
             slots=slots,
             max_queue=max_queue,
@@ -393,7 +400,7 @@ class OllamaStandin:
             value = float(value)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a fraction of requests, between 0 and 1; got {value}")
-        elif name in ("latency", "load_latency", "hang_seconds"):
+        elif name in ("latency", "prefill", "per_token", "load_latency", "hang_seconds"):
             values = value.values() if isinstance(value, Mapping) else [value]
             if any(float(v) < 0 for v in values):
                 raise ValueError(f"{name} is in seconds and can not be negative; got {value}")
@@ -434,7 +441,14 @@ class OllamaStandin:
             self.max_active = 0
             self._in_progress = 0
             self._active = 0
+            self._active_by_model: Counter[str] = Counter()
             self._waiting = 0
+            self.max_waiting = 0
+            self.served = 0  # inference answers sent whole (not loads, not errors)
+            self.busy_seconds = 0.0  # slot-seconds spent serving answers: utilisation = busy / (slots x time)
+            self.abandoned = 0  # answers whose client had gone (its read timeout) before they were sent
+            self._wait_area = 0.0  # integral of the queue length over time: mean waiting = area / time
+            self._wait_since = time.monotonic()
             self._injected: deque[str] = deque()
             self._seen: Counter[bytes] = Counter()
             self._loaded: dict[str, tuple[datetime, int]] = {}
@@ -469,8 +483,32 @@ class OllamaStandin:
             "in_progress": self._in_progress,
             "active": self._active,
             "waiting": self._waiting,
+            "max_waiting": self.max_waiting,
+            "wait_area": self._wait_area + self._waiting * (time.monotonic() - self._wait_since),
+            "served": self.served,
+            "busy_seconds": self.busy_seconds,
+            "abandoned": self.abandoned,
             "busy_rejections": self.responses[503],
         }
+
+    def _count_waiting(self, delta: int) -> None:
+        """Change the queue length (lock held), keeping its integral over time."""
+        now = time.monotonic()
+        self._wait_area += self._waiting * (now - self._wait_since)
+        self._wait_since = now
+        self._waiting += delta
+        self.max_waiting = max(self.max_waiting, self._waiting)
+
+    def _served(self, seconds: float) -> None:
+        with self._cond:
+            self.served += 1
+            self.busy_seconds += seconds
+            self._cond.notify_all()
+
+    def _abandoned(self) -> None:
+        with self._cond:
+            self.abandoned += 1
+            self._cond.notify_all()
 
     # --- used by the handler
 
@@ -501,28 +539,32 @@ class OllamaStandin:
             self._in_progress -= 1
             self._cond.notify_all()
 
-    def _admit(self) -> bool:
-        """Take a parallel slot, waiting in the queue if there is room in it; False means 503."""
+    def _admit(self, model: str) -> bool:
+        """Take one of the model's parallel slots (OLLAMA_NUM_PARALLEL is per loaded model), waiting in the
+        queue (shared by all models, as OLLAMA_MAX_QUEUE) if there is room in it; False means 503."""
+        name = canonical(model)
         with self._cond:
-            if self._active >= self._slots:
+            if self._active_by_model[name] >= self._slots:
                 if self._waiting >= self._max_queue:
                     return False
-                self._waiting += 1
+                self._count_waiting(1)
                 self._cond.notify_all()
                 try:
-                    while self._active >= self._slots:
+                    while self._active_by_model[name] >= self._slots:
                         if self._stop.is_set():
                             return False
                         self._cond.wait(0.1)
                 finally:
-                    self._waiting -= 1
+                    self._count_waiting(-1)
+            self._active_by_model[name] += 1
             self._active += 1
             self.max_active = max(self.max_active, self._active)
             self._cond.notify_all()
             return True
 
-    def _release(self) -> None:
+    def _release(self, model: str) -> None:
         with self._cond:
+            self._active_by_model[canonical(model)] -= 1
             self._active -= 1
             self._cond.notify_all()
 
@@ -791,6 +833,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
         self.wfile.flush()
 
+    def _client_gone(self) -> bool:
+        """True when the client closed its end (it gave up waiting: its read timeout)."""
+        try:
+            ready, _, _ = select.select([self.connection], [], [], 0)
+            return bool(ready) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _abort(self) -> None:
         self.close_connection = True
         try:
@@ -906,11 +956,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, kind: str, body: dict[str, Any], model: str, keep_alive: float | None, started: float) -> None:
         st = self.standin
-        if not st._admit():
+        empty = not body.get("messages") if kind == "chat" else not body.get("prompt")
+        # as in Ollama, loading (or unloading) a model goes through the scheduler, not a parallel slot
+        if not empty and not st._admit(model):
             self._json(503, {"error": BUSY_ERROR})
             return
         try:
-            empty = not body.get("messages") if kind == "chat" else not body.get("prompt")
             fault = None if empty else st._fault_for(_digest(kind, canonical(model), json.dumps(body, sort_keys=True)))
             if fault == "busy":
                 self._json(503, {"error": BUSY_ERROR})
@@ -934,18 +985,26 @@ class _Handler(BaseHTTPRequestHandler):
             st._load(model, keep_alive, num_ctx)
             loaded = time.monotonic()
             content = st.compose(model, body, invalid=fault == "invalid")
-            latency = st.latency_for(model)
             prompt_tokens = max(1, len(json.dumps(body.get("messages") or body.get("prompt") or "")) // 4)
             stats = {"prompt_eval_count": prompt_tokens, "eval_count": max(1, len(content) // 4)}
+            # prefill grows with the prompt, generation with the answer
+            latency = st.latency_for(model) + st.prefill * prompt_tokens + st.per_token * stats["eval_count"]
             if body.get("stream", True) is False:
                 st._stop.wait(latency)
+                if self._client_gone():
+                    st._abandoned()
                 final = self._frame(kind, model, content, done=True, done_reason="stop")
                 final.update(self._metrics(started, loaded, stats))
                 self._json(200, final, cut=fault == "cut")
+                if fault != "cut":
+                    st._served(latency)
                 return
             self._stream(kind, model, content, latency, started, loaded, stats, cut=fault == "cut")
+            if fault != "cut":
+                st._served(latency)
         finally:
-            st._release()
+            if not empty:
+                st._release(model)
 
     def _frame(self, kind: str, model: str, text: str, *, done: bool, done_reason: str | None = None) -> dict[str, Any]:
         frame: dict[str, Any] = {"model": model, "created_at": timestamp()}
@@ -1018,6 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=11434)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--prefill", type=float, default=0.0, help="more seconds per prompt token")
+    parser.add_argument("--per-token", type=float, default=0.0, help="more seconds per answer token")
     parser.add_argument("--load-latency", type=float, default=0.0, help="extra seconds on a model's first use")
     parser.add_argument("--slots", type=int, default=4, help="parallel requests (OLLAMA_NUM_PARALLEL)")
     parser.add_argument("--queue", type=int, default=0, help="requests that may wait (OLLAMA_MAX_QUEUE)")
@@ -1032,6 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
     standin = OllamaStandin(
         args.models.split(","),
         latency=args.latency,
+        prefill=args.prefill,
+        per_token=args.per_token,
         load_latency=args.load_latency,
         slots=args.slots,
         max_queue=args.queue,

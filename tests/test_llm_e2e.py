@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -148,10 +149,11 @@ def test_pool_runs_phases_2_and_3_records_every_call_and_shows_them(home, standi
     loads = [e["body"] for e in standin.log if e["path"] == "/api/generate"]
     assert standin.stats()["requests"].get("/api/tags", 0) == 2
     assert sorted(b["model"] for b in loads) == ["llama3.2:3b", "phi4:14b"]
-    assert all(b.get("keep_alive") == "30m" and not b.get("prompt") for b in loads)
+    assert all(b.get("keep_alive") == "5m" and not b.get("prompt") for b in loads)
 
-    # one worker: never more than its 3 in flight, and its jobs do fill them (phase 2 runs concurrently)
-    assert standin.max_concurrency == 3
+    # one worker: its host's adaptive limit starts at 2 and grows on a server that never queues, up to the
+    # ceiling MAILCLI_LLM_MAX_IN_FLIGHT (8); its jobs run phase 2 concurrently
+    assert 2 <= standin.max_concurrency <= 8
 
     recs = export(home)
     (solo,) = [r for r in recs if r["conversation_id"] == "solo-1"]
@@ -511,3 +513,49 @@ def test_ollama_unreachable_is_said_once_with_the_fix_and_the_results_say_what_g
     # capped at phase 1, a run owes no LLM phase: nothing to say
     capped = run_ok(home, "analyze", "--inline", "--phase", "1", "--reanalyze")
     assert "Ollama" not in capped.stderr
+def test_three_workers_load_each_model_once_per_host_and_share_its_limit(home, standin):
+    """The warm-up is claimed in Redis per host and model: a pool of 3 loads each model once, not 3 times.
+    The calls keep_alive 5m: the model stays loaded while the run goes on and is unloaded 5 minutes after it."""
+    from mailcli.llm.limiter import read_state
+
+    env = {"OLLAMA_HOST": standin.url}
+    standin.configure(latency=0.03, slots=2)
+    run_ok(home, "ingest", *GOOD)
+    burst(home, env, workers=3)
+    loads = [e["body"] for e in standin.log if e["path"] == "/api/generate" and not e["body"].get("prompt")]
+    assert sorted(b["model"] for b in loads) == ["llama3.2:3b", "phi4:14b"]
+    chat_bodies_ = chat_bodies(standin)
+    assert chat_bodies_ and all(b["keep_alive"] == "5m" for b in chat_bodies_)
+    # /api/ps: loaded now, until about 5 minutes after the last call, not for ever
+    (loaded,) = [m for m in json.loads(_get(standin.url + "/api/ps"))["models"] if m["name"] == "llama3.2:3b"]
+    expires = datetime.fromisoformat(loaded["expires_at"].replace("Z", "+00:00"))
+    left = (expires - datetime.now(UTC)).total_seconds()
+    assert 200 < left <= 300
+    # the host's shared limit, as every worker used it: no permit left behind, every answer counted
+    conn = home.redis()
+    state = read_state(conn, standin.url)
+    conn.close()
+    assert state is not None and state.in_flight == 0 and state.calls == chats(standin)
+    assert 1.0 <= state.limit <= 8.0 and state.wait_ms is not None
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - the local stand-in
+        return r.read().decode()
+
+
+def test_warm_up_is_once_per_host_and_model_across_workers(home, standin):
+    """Three workers' seams on one Redis: each model is loaded once on the host; without Redis each loads it."""
+    conn = home.redis()
+    seams = [make_llm_phases(settings_for(standin.url), redis=conn) for _ in range(3)]
+    warmed = [s.warm_up() for s in seams]
+    assert warmed[0] == {"llama3.2:3b": [standin.url], "phi4:14b": [standin.url]}
+    assert warmed[1] == warmed[2] == {"llama3.2:3b": [], "phi4:14b": []}  # claimed by the first
+    assert standin.stats()["requests"].get("/api/generate", 0) == 2
+    alone = make_llm_phases(settings_for(standin.url))  # analyze --inline: its own warm-up
+    assert alone.warm_up() == warmed[0]
+    for s in [*seams, alone]:
+        s.close()
+    conn.close()

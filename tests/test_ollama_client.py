@@ -162,12 +162,14 @@ def test_bad_request_fails_fast_with_the_servers_reason(ollama):
 
 
 def test_at_most_max_in_flight_requests_reach_ollama_from_ten_threads():
+    # 8 slots that never queue: the host's adaptive limit grows from 2 to the ceiling (max_in_flight), no further
     with OllamaStandin(slots=8, latency=0.15) as ollama, OllamaClient(ollama.url, max_in_flight=3) as client:
         with ThreadPoolExecutor(10) as pool:
             results = list(pool.map(lambda i: client.chat(MODEL, [{"role": "user", "content": f"email {i}"}]),
-                                    range(10)))
-        assert len({r.content for r in results}) == 10
+                                    range(30)))
+        assert len({r.content for r in results}) == 30
         assert ollama.max_concurrency == 3
+        assert client.host_states()[ollama.url].limit >= 2.5  # 3 permits
 
 
 def test_read_timeout_is_retried(ollama):

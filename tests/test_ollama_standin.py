@@ -431,3 +431,60 @@ def test_runs_standalone_from_the_command_line():
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+# ------------------------------------------------------------------- capacity knobs and counters
+
+
+def test_latency_grows_with_the_prompt_and_the_answer_and_is_counted_as_busy_slot_time():
+    with OllamaStandin(latency=0.01, prefill=0.0005, per_token=0.0) as ollama:
+        short = post(ollama, "/api/chat", {**CHAT, "stream": False}).json()
+        long_body = {**CHAT, "stream": False, "messages": [{"role": "user", "content": "word " * 400}]}
+        long = post(ollama, "/api/chat", long_body).json()
+        stats = ollama.stats()
+    assert long["prompt_eval_count"] > 10 * short["prompt_eval_count"]
+    # served time = latency + prefill x prompt tokens (what the benchmarks' utilisation counts)
+    expected = 2 * 0.01 + 0.0005 * (short["prompt_eval_count"] + long["prompt_eval_count"])
+    assert stats["served"] == 2 and stats["busy_seconds"] == pytest.approx(expected)
+    # prompt evaluation and generation are reported apart from the waiting: the client's service time
+    assert long["prompt_eval_duration"] + long["eval_duration"] <= long["total_duration"]
+
+
+def test_queue_length_is_tracked_and_loads_take_no_slot():
+    with OllamaStandin(latency=0.3, slots=1, max_queue=4) as ollama:
+        threads = [threading.Thread(target=post, args=(ollama, "/api/chat", {**CHAT, "stream": False}))
+                   for _ in range(3)]
+        for t in threads:
+            t.start()
+        assert ollama.wait_for(lambda s: s["waiting"] == 2)
+        # a load (empty messages) is answered while the slot is busy and two requests wait
+        loaded = post(ollama, "/api/generate", {"model": "phi4:14b", "stream": False}).json()
+        assert loaded["done_reason"] == "load" and ollama.stats()["waiting"] == 2
+        for t in threads:
+            t.join()
+        stats = ollama.stats()
+    assert stats["max_waiting"] == 2 and stats["served"] == 3 and stats["wait_area"] > 0
+
+
+def test_an_answer_whose_client_gave_up_is_counted_abandoned():
+    with OllamaStandin(latency=0.5) as ollama:
+        with pytest.raises(httpx.ReadTimeout):
+            HTTP.post(ollama.url + "/api/chat", json={**CHAT, "stream": False}, timeout=httpx.Timeout(5, read=0.1))
+        assert ollama.wait_for(lambda s: s["abandoned"] == 1, timeout=5)
+
+
+def test_parallel_slots_are_per_model_and_the_queue_is_shared():
+    with OllamaStandin(latency=0.3, slots=1, max_queue=1) as ollama:
+        small = {**CHAT, "stream": False}
+        big = {**CHAT, "stream": False, "model": "phi4:14b"}
+        threads = [threading.Thread(target=post, args=(ollama, "/api/chat", body)) for body in (small, big)]
+        for t in threads:
+            t.start()
+        assert ollama.wait_for(lambda s: s["active"] == 2)  # one slot each: neither waits
+        assert ollama.stats()["waiting"] == 0
+        third = threading.Thread(target=post, args=(ollama, "/api/chat", small))
+        third.start()
+        assert ollama.wait_for(lambda s: s["waiting"] == 1)  # llama's slot is taken: it queues
+        assert post(ollama, "/api/chat", big).status_code == 503  # phi4's slot taken and the queue (1) full
+        for t in [*threads, third]:
+            t.join()

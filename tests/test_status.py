@@ -321,7 +321,9 @@ def test_percentile_is_nearest_rank():
         ([("retry", None, 50)] * 5, "half-open"),  # the cooldown has passed: the next call probes
         ([("retry", None, 99)] * 5 + [("ok", 200, 99)], "closed"),
         ([("error", 404, 99)] * 6, "closed"),  # a 4xx is the request's fault, not the host's
-        ([("error", 503, 99)] * 5, "open"),
+        ([("error", 500, 99)] * 5, "open"),
+        ([("retry", 503, 99)] * 6, "closed"),  # busy (queue full): the host answered; its limit shrinks instead
+        ([("retry", None, 99)] * 4 + [("retry", 429, 99)] + [("retry", None, 99)], "closed"),
         ([("invalid", 200, 99)] * 6, "closed"),  # answers the schema check rejected: the host is fine
     ],
 )
@@ -433,6 +435,33 @@ def test_ollama_hosts_are_probed_at_once_and_judged_from_the_ledger(conn, redis_
     assert down.breaker == "open" and down.errors == 5 and down.p50_ms is None
     only = hosts[LEDGER_ONLY]
     assert only.configured is False and only.reachable is None and only.p50_ms == 700.0
+
+
+def test_ollama_hosts_show_their_shared_limit_queueing_and_tokens(conn, redis_sock, home, filled, ollama):
+    from mailcli.llm.limiter import RedisLimiter, host_key
+
+    worker = RedisLimiter(conn, 8)
+    done = worker.try_acquire(ollama.url)
+    held = worker.try_acquire(ollama.url)  # a request in flight now
+    assert done and held
+    # the tokens window started 20 s ago (Redis's clock, which the release script reads)
+    conn.hset(host_key(ollama.url), "win_start", str(time.time() - 20))
+    worker.release(done, "ok", rtt=1.5, service=1.0, tokens=1200)
+    snap = take_snapshot(settings_for(home, redis_sock, ollama.url))
+    hosts = {h.url: h for h in snap.ollama.hosts}
+    up = hosts[ollama.url]
+    assert up.in_flight == 1 and up.limit == pytest.approx(2.0 + 0.2 * (2 * (1 / 1.5) + 1 - 2), abs=0.01)
+    assert up.wait_ms == 500.0 and up.busy == 0 and up.timeouts == 0
+    assert up.tokens_per_s == pytest.approx(1200 / 20, rel=0.05)  # prompt + answer tokens per second
+    assert hosts[DOWN_OLLAMA].limit is None  # no worker has used it
+    families = parse_exposition(exposition(snap))
+    assert families["mailcli_ollama_in_flight"] == [(f'host="{ollama.url}"', 1.0)]
+    assert families["mailcli_ollama_wait_seconds"] == [(f'host="{ollama.url}"', 0.5)]
+    documented = set(re.findall(r"`(mailcli_[a-z0-9_]+)`", (ROOT / "docs" / "metrics.md").read_text()))
+    assert {"mailcli_ollama_limit", "mailcli_ollama_in_flight", "mailcli_ollama_tokens_per_second"} <= set(families)
+    assert set(families) <= documented
+    text = draw(snap, 160)
+    assert "limit" in text and "1/2.1" in text
 
 
 def test_no_pool_running_is_said_and_the_backlog_shown(conn, redis_sock, home, filled, ollama):

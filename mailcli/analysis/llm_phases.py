@@ -45,12 +45,14 @@ from mailcli.analysis.schemas import (
 )
 from mailcli.llm import (
     CallRecord,
+    Cancelled,
     ModelNotFound,
     OllamaBadRequest,
     OllamaClient,
     OllamaError,
     OllamaUnavailable,
 )
+from mailcli.llm.limiter import RedisLimiter
 
 log = logging.getLogger("mailcli.analysis.llm")
 
@@ -76,6 +78,9 @@ ERROR_MAX_CHARS = 300
 PHASE2_READ_TIMEOUT = 120.0
 PHASE3_READ_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 5.0
+WARM_UP_KEY = "mailcli:llm:warm:"  # + "<host>|<model>": the worker that loads that model there
+# a claim lasts less than keep_alive: a worker starting after the model may have been unloaded loads it again
+WARM_UP_CLAIM = 240
 
 
 def _now() -> str:
@@ -163,6 +168,7 @@ class OllamaLLMPhases:
         self.phase3_timeout = phase3_timeout
         self.keep_alive = keep_alive
         self.options = dict(prompts.LLM_OPTIONS)
+        self.redis: Any = None  # set by make_llm_phases for a pool worker: one warm-up per host and model
 
     def close(self) -> None:
         self.client.close()
@@ -210,12 +216,31 @@ class OllamaLLMPhases:
             if lacking:
                 log.warning('LLM warm-up: model "%s" not found on %s (or the host is down): run `ollama pull %s` '
                             "there", model, ", ".join(lacking), model)  # fmt: skip
+            mine = self._claim_warm_up(model, found[model])
+            if not mine:
+                continue  # another worker loads it on those hosts
             try:
-                warmed[model] = self.client.warm(model, keep_alive=self.keep_alive, timeout=self.phase3_timeout)
+                warmed[model] = self.client.warm(model, keep_alive=self.keep_alive, timeout=self.phase3_timeout,
+                                                 hosts=mine)
             except OllamaError as exc:
                 log.warning("LLM warm-up: could not load %s: %s", model, exc)
         log.info("LLM warm-up: %s", ", ".join(f"{m} on {', '.join(h) or 'no host'}" for m, h in warmed.items()))
         return warmed
+
+    def _claim_warm_up(self, model: str, hosts: list[str]) -> list[str]:
+        """The hosts on which this worker loads ``model``: all of them without Redis; with it, those no
+        other worker claimed within WARM_UP_CLAIM seconds (one load per host and model, not per worker)."""
+        if self.redis is None:
+            return list(hosts)
+        mine = []
+        for host in hosts:
+            try:
+                if self.redis.set(f"{WARM_UP_KEY}{host}|{model}", "1", nx=True, ex=WARM_UP_CLAIM):
+                    mine.append(host)
+            except Exception as exc:  # Redis trouble: load it here rather than not at all
+                log.debug("LLM warm-up: no claim for %s on %s (%s)", model, host, exc)
+                mine.append(host)
+        return mine
 
     # --- phase 2
 
@@ -243,8 +268,10 @@ class OllamaLLMPhases:
             messages = prompts.phase2_messages(data, prompts.phase2_facts(phase1[i]))
             try:
                 answer, fallback_reason, repaired = self._request(
-                    req, messages, PHASE2_SCHEMA, self.phase2_timeout
+                    req, messages, PHASE2_SCHEMA, self.phase2_timeout, stop
                 )
+            except Cancelled:
+                return  # another email of the batch found Ollama unavailable while this one waited its turn
             except _Unavailable as exc:
                 stop.set()
                 with lock:
@@ -300,10 +327,11 @@ class OllamaLLMPhases:
     # --- one request: call, validate, one repair, else fallback
 
     def _request(
-        self, req: _Request, messages: list[dict[str, str]], schema: Mapping[str, Any], timeout: float
+        self, req: _Request, messages: list[dict[str, str]], schema: Mapping[str, Any], timeout: float,
+        cancel: threading.Event | None = None,
     ) -> tuple[dict[str, Any] | None, str | None, bool]:
-        """(valid answer or None, fallback reason, repaired?); raises _Unavailable."""
-        content = self._chat(req, messages, schema, timeout)
+        """(valid answer or None, fallback reason, repaired?); raises _Unavailable or Cancelled."""
+        content = self._chat(req, messages, schema, timeout, cancel)
         try:
             answer = parse_answer(content, schema)
         except SchemaError as first:
@@ -323,7 +351,8 @@ class OllamaLLMPhases:
         req.settle("ok")
         return answer, None, False
 
-    def _chat(self, req: _Request, messages: list[dict[str, str]], schema: Mapping[str, Any], timeout: float) -> str:
+    def _chat(self, req: _Request, messages: list[dict[str, str]], schema: Mapping[str, Any], timeout: float,
+              cancel: threading.Event | None = None) -> str:
         try:
             result = self.client.chat(
                 req.model,
@@ -333,7 +362,10 @@ class OllamaLLMPhases:
                 keep_alive=self.keep_alive,
                 timeout=timeout,
                 on_call=req.record,
+                cancel=cancel,
             )
+        except Cancelled:
+            raise
         except ModelNotFound as exc:
             raise _Unavailable(str(exc), final=True) from None
         except OllamaBadRequest as exc:
@@ -424,15 +456,20 @@ def key_prefixes(phase2_model: str, phase3_model: str) -> tuple[str, str]:
     return f"{phase2_model}|{prompts.PHASE2_PROMPT_VERSION}|", f"{phase3_model}|{prompts.PHASE3_PROMPT_VERSION}|"
 
 
-def make_llm_phases(settings: Any, **client_options: Any) -> OllamaLLMPhases:
+def make_llm_phases(settings: Any, *, redis: Any = None, **client_options: Any) -> OllamaLLMPhases:
     """The LLM seam for these settings: one client (all hosts of OLLAMA_HOST) shared by both phases.
 
-    ``client_options`` override the OllamaClient arguments (tests pass ``transport``, ``retries``...).
+    With ``redis`` (a pool worker's connection) each host's adaptive limit is shared through it by every
+    worker; without, it is this process's own (`analyze --inline`). ``client_options`` override the
+    OllamaClient arguments (tests pass ``transport``, ``retries``...).
     """
+    timeout = getattr(settings, "llm_timeout", None)
+    phase2_timeout = float(timeout or PHASE2_READ_TIMEOUT)
+    phase3_timeout = float(timeout or PHASE3_READ_TIMEOUT)
     options: dict[str, Any] = {
-        "max_in_flight": int(getattr(settings, "llm_max_in_flight", 3) or 3),
+        "max_in_flight": int(getattr(settings, "llm_max_in_flight", 8) or 8),
         "connect_timeout": CONNECT_TIMEOUT,
-        "read_timeout": PHASE2_READ_TIMEOUT,
+        "read_timeout": phase2_timeout,
         # a refused connection fails in a few seconds (3 retries, backoff capped at 2 s) and then
         # opens the host's breaker, after which calls fail at once until the cooldown probe
         "retries": 3,
@@ -440,10 +477,16 @@ def make_llm_phases(settings: Any, **client_options: Any) -> OllamaLLMPhases:
         "backoff_max": 2.0,
     }
     options.update(client_options)
+    if redis is not None and "limiter" not in options:
+        options["limiter"] = RedisLimiter(redis, options["max_in_flight"])
     client = OllamaClient(settings.ollama_host, **options)
-    return OllamaLLMPhases(
+    llm = OllamaLLMPhases(
         client,
         phase2_model=settings.phase2_model,
         phase3_model=settings.phase3_model,
         max_in_flight=options["max_in_flight"],
+        phase2_timeout=phase2_timeout,
+        phase3_timeout=phase3_timeout,
     )
+    llm.redis = redis
+    return llm

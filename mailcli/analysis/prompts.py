@@ -20,11 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mailcli.analysis.phase1 import strip_quoted
 from mailcli.analysis.schemas import PHASE2_SCHEMA, PHASE3_SCHEMA
 
 # Identical on every call of both phases: a different num_ctx would make Ollama reload the model.
 LLM_OPTIONS: dict[str, Any] = {"temperature": 0.1, "seed": 42, "num_ctx": 8192}
-KEEP_ALIVE = "30m"
+# Sent with every call, so a model stays loaded while a run keeps using it, and is unloaded this long
+# after the run's last call (Ollama's own default): never held in memory for ever.
+KEEP_ALIVE = "5m"
 
 CHARS_PER_TOKEN = 4  # a rough, language-agnostic estimate; good enough for budgeting
 PHASE2_BUDGET_TOKENS = 3000  # one email block (headers + body)
@@ -34,6 +37,80 @@ FROM_MAX_CHARS = 200
 PHASE3_MIN_BODY_CHARS = 300  # below this per email, phase 3 leaves out middle emails instead
 FACT_LIST_MAX = 20  # items per phase 1 list shown to the model
 REPAIR_ANSWER_MAX_CHARS = 4000  # how much of an invalid answer goes back in the repair call
+REPLY_NOTE_MAX_CHARS = 240  # phase 2: the start of the quoted message an email replies to
+SIGNATURE_MAX_LINES = 8  # short lines after a closing ("Best regards,") taken as a signature block
+
+# ------------------------------------------------------------------------------------ own text
+
+OWN_TEXT_RULES = (
+    "v1: strip_quoted; cut at a '-- ' line, a legal footer or 'Sent from my' line; a closing and its name kept, "
+    f"up to {SIGNATURE_MAX_LINES} short lines after them dropped; reply note {REPLY_NOTE_MAX_CHARS} chars"
+)
+
+_SIG_DELIMITER = re.compile(r"^(?:--|__{2,}|-{4,})\s*$")
+_FOOTER_START = re.compile(
+    r"^\s*(?:\**\s*)?(?:confidentiality(?: notice)?|disclaimer|legal notice|privileged (?:and|&) confidential"
+    r"|this (?:e-?mail|message|communication)(?: and any (?:files|attachments?)(?: transmitted with it)?)?"
+    r" (?:is|are|may be|may contain|contains?) (?:strictly )?(?:confidential|privileged|intended|legally)"
+    r"|the information (?:contained )?in this (?:e-?mail|message)"
+    r"|if you (?:are not|have received this)|sent from my \w+|get outlook for|please consider the environment)",
+    re.IGNORECASE,
+)
+_CLOSING = re.compile(
+    r"^\s*(?:(?:best|kind|warm|many|with best)?\s*regards|best(?: wishes)?|thanks?(?: you)?(?: again)?"
+    r"|many thanks|cheers|sincerely(?: yours)?|yours(?: sincerely| truly)?|mit freundlichen grüßen|cordialement"
+    r"|saludos|thx)\s*[,.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _cut_footer(lines: list[str]) -> list[str]:
+    """The lines before a signature delimiter, a legal footer or a "Sent from my phone" line."""
+    for i, line in enumerate(lines):
+        if i > 0 and (_SIG_DELIMITER.match(line) or _FOOTER_START.match(line)):
+            return lines[:i]
+    return lines
+
+
+def _cut_signature(lines: list[str]) -> list[str]:
+    """Keep a closing line and the name under it; drop the title, phone and address lines that follow."""
+    for i in range(len(lines) - 1, -1, -1):
+        if _CLOSING.match(lines[i]):
+            tail = [t for t in lines[i + 1:] if t.strip()]
+            if len(tail) <= SIGNATURE_MAX_LINES and all(len(t) <= 80 for t in tail):
+                return lines[: i + 1] + tail[:1]
+            return lines
+    return lines
+
+
+def own_text(body: str) -> str:
+    """What the sender wrote in this email: quoted history (strip_quoted), a signature block past the
+    sender's name, and legal footers left out."""
+    lines = strip_quoted(body).splitlines()
+    lines = _cut_signature(_cut_footer(lines))
+    return "\n".join(lines).strip()
+
+
+_QUOTE_PREFIX = re.compile(r"^(?:\s*>)+\s?")
+_QUOTE_START = re.compile(
+    r"^\s*(?:>|-{2,}\s*(?:original message|ursprüngliche nachricht|message d'origine)|\*?from:\*?\s"
+    r"|(?:on|am|le|el)\b.{0,300}\b(?:wrote|schrieb|a écrit|escribió)\s*:\s*$)",
+    re.IGNORECASE,
+)
+_QUOTED_HEADER = re.compile(r"^\s*\*?(?:sent|to|cc|date|subject|importance)\*?:\s", re.IGNORECASE)
+_ORIGINAL_LINE = re.compile(r"^\s*-{2,}.*-{2,}\s*$")
+
+
+def reply_note(body: str) -> str:
+    """The start of the message this email quotes (what it replies to), on one line; "" when it quotes none."""
+    lines = body.replace("\r\n", "\n").split("\n")
+    start = next((i for i, line in enumerate(lines) if i > 0 and _QUOTE_START.match(line)), None)
+    if start is None:
+        return ""
+    quoted = [_QUOTE_PREFIX.sub("", line) for line in lines[start:]]
+    quoted = [q for q in quoted if not _QUOTED_HEADER.match(q) and not _ORIGINAL_LINE.match(q)]
+    quoted = _cut_signature(_cut_footer([q for q in quoted if q.strip()]))
+    return _cut(" ".join(" ".join(quoted).split()), REPLY_NOTE_MAX_CHARS)
 
 # --------------------------------------------------------------------------------------- quoting
 
@@ -97,13 +174,15 @@ class Trim:
         return out
 
 
-def _email_block(email: Mapping[str, Any], body: str, n: int | None) -> str:
+def _email_block(email: Mapping[str, Any], body: str, n: int | None, note: str = "") -> str:
     label = "EMAIL" if n is None else f"EMAIL {n}"
+    replying = f"In reply to (quoted, shortened): {note}\n" if note else ""
     return (
         f"<<<{label}\n"
         f"Subject: {_one_line(email.get('subject'), SUBJECT_MAX_CHARS)}\n"
         f"From: {_one_line(email.get('from'), FROM_MAX_CHARS)}\n"
         f"Date: {_one_line(email.get('date'), 40)}\n"
+        f"{replying}"
         f"\n{body}\n"
         f"{label}>>>"
     )
@@ -125,16 +204,21 @@ def _trimmed_body(body: str, cap: int) -> str:
 
 
 def _body(email: Mapping[str, Any]) -> str:
-    return neutralize(str(email.get("body") or "")).strip()
+    """The email's own text (see own_text), made safe for a data block."""
+    return neutralize(own_text(str(email.get("body") or ""))).strip()
 
 
 def phase2_data(email: Mapping[str, Any]) -> tuple[str, Trim]:
-    """The email block phase 2 sends, trimmed to PHASE2_BUDGET_TOKENS, and what trimming did."""
-    body = _body(email)
-    empty = _email_block(email, "", None)
+    """The email block phase 2 sends (its own text and a note of what it replies to), trimmed to
+    PHASE2_BUDGET_TOKENS, and what trimming did."""
+    raw = str(email.get("body") or "")
+    own = own_text(raw)
+    body = neutralize(own).strip()
+    note = neutralize(reply_note(raw))
+    empty = _email_block(email, "", None, note)
     cap = max(0, PHASE2_BUDGET_TOKENS * CHARS_PER_TOKEN - len(empty))
     kept = len(_kept(body, cap))
-    return _email_block(email, _trimmed_body(body, cap), None), Trim(kept < len(body), len(body), kept)
+    return _email_block(email, _trimmed_body(body, cap), None, note), Trim(kept < len(body), len(body), kept)
 
 
 def _water_level(lengths: Sequence[int], budget: int) -> int:
@@ -323,7 +407,7 @@ def _version(prefix: str, *parts: Any) -> str:
 
 
 _SHARED = (LLM_OPTIONS, CHARS_PER_TOKEN, SUBJECT_MAX_CHARS, FROM_MAX_CHARS, FACT_LIST_MAX, QUOTING_RULES,
-           REPAIR_USER, REPAIR_ANSWER_MAX_CHARS)
+           REPAIR_USER, REPAIR_ANSWER_MAX_CHARS, OWN_TEXT_RULES)
 PHASE2_PROMPT_VERSION = _version("p2", PHASE2_SYSTEM, PHASE2_USER, PHASE2_SCHEMA, PHASE2_BUDGET_TOKENS, *_SHARED)
 PHASE3_PROMPT_VERSION = _version(
     "p3", PHASE3_SYSTEM, PHASE3_USER, PHASE3_SCHEMA, PHASE3_BUDGET_TOKENS, PHASE3_MIN_BODY_CHARS, *_SHARED

@@ -15,7 +15,7 @@ from mailcli.llm.errors import (
 )
 from mailcli.llm.hosts import parse_hosts
 
-_FROM_CLIENT = ("CallRecord", "ChatResult", "OllamaClient")
+_FROM_CLIENT = ("CallRecord", "Cancelled", "ChatResult", "OllamaClient")
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +28,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CallRecord",
+    "Cancelled",
     "ChatResult",
     "IncompleteResponse",
     "ModelNotFound",

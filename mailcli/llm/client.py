@@ -10,8 +10,11 @@ connections and answers cut short are retried, on another host when one is free,
 exponential backoff with full jitter. 400 and 404 are final: the request or the host's setup is wrong.
 Every attempt is reported to ``on_call`` so the caller can keep the ledger of LLM calls.
 
-The client is thread-safe: a job may run its phase 2 calls from a thread pool; ``max_in_flight``
-bounds the requests in flight for the whole client. ``transport`` is the test seam (httpx.MockTransport).
+The client is thread-safe: a job may run its phase 2 calls from a thread pool. Each inference request
+first takes a permit of its host's adaptive limit (mailcli.llm.limiter): ``limiter`` is a RedisLimiter
+shared by every worker, or by default a LocalLimiter of this client; ``max_in_flight`` is the ceiling of
+each host's limit. A busy answer shrinks the limit and does not count against the host's breaker.
+``transport`` is the test seam (httpx.MockTransport).
 """
 
 from __future__ import annotations
@@ -35,12 +38,17 @@ from mailcli.llm.errors import (
     OllamaUnavailable,
 )
 from mailcli.llm.hosts import DEFAULT_PORT, parse_hosts  # noqa: F401 - re-exported: parse_hosts lives in hosts.py
+from mailcli.llm.limiter import HostState, LocalLimiter, Permit, RedisLimiter, Signal
+
+Limiter = LocalLimiter | RedisLimiter
 
 log = logging.getLogger("mailcli.llm")
 
 Outcome = Literal["ok", "retry", "error"]
 BreakerState = Literal["closed", "open", "half-open"]
 _ERROR_TEXT_LIMIT = 300
+_BUSY_STATUSES = (429, 503)  # Ollama's queue is full (OLLAMA_MAX_QUEUE): busy, not failing
+_PERMIT_WAIT = 2.0  # seconds between two looks at the breakers while waiting for a permit
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,20 @@ class ChatResult:
 OnCall = Callable[[CallRecord], None]
 
 
+class Cancelled(OllamaError):
+    """The caller cancelled the call while it waited for a permit: nothing was sent."""
+
+
 class _Retryable(OllamaError):
     """An attempt failed in a way another attempt may not (busy, 5xx, network, cut short)."""
+
+    timed_out = False
+
+
+class _TimedOut(_Retryable):
+    """No answer within the read timeout."""
+
+    timed_out = True
 
 
 _RETRYABLE = (_Retryable, IncompleteResponse)
@@ -123,6 +143,7 @@ class OllamaClient:
         breaker_threshold: int = 5,
         breaker_cooldown: float = 30.0,
         on_call: OnCall | None = None,
+        limiter: Limiter | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -143,8 +164,10 @@ class OllamaClient:
         self._clock = clock
         self._random = random.Random()
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_in_flight)
+        # each host's adaptive limit of requests in flight, ``max_in_flight`` its ceiling (mailcli.llm.limiter)
+        self.limiter: Limiter = limiter if limiter is not None else LocalLimiter(max_in_flight)
         self._next = 0  # round-robin tie-break
+        self._local_fallback: LocalLimiter | None = None
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
                                       pool=connect_timeout)
         connections = max_in_flight * len(self._hosts) + 2
@@ -188,10 +211,14 @@ class OllamaClient:
         keep_alive: str | float | None = None,
         timeout: float | None = None,
         on_call: OnCall | None = None,
+        cancel: threading.Event | None = None,
     ) -> ChatResult:
-        """POST /api/chat with ``stream: false``; ``format`` is "json" or a JSON schema."""
+        """POST /api/chat with ``stream: false``; ``format`` is "json" or a JSON schema.
+
+        ``cancel``, once set, stops a call still waiting for a permit (`Cancelled`): nothing is sent.
+        """
         payload = self._chat_payload(model, messages, format, options, keep_alive, stream=False)
-        return self._chat(model, payload, timeout, on_call, stream=False, on_token=None)
+        return self._chat(model, payload, timeout, on_call, stream=False, on_token=None, cancel=cancel)
 
     def chat_stream(
         self,
@@ -213,8 +240,10 @@ class OllamaClient:
         payload = self._chat_payload(model, messages, format, options, keep_alive, stream=True)
         return self._chat(model, payload, timeout, on_call, stream=True, on_token=on_token)
 
-    def warm(self, model: str, *, keep_alive: str | float = "30m", timeout: float | None = None) -> list[str]:
-        """Load ``model`` on every reachable host and keep it loaded (an empty /api/generate).
+    def warm(self, model: str, *, keep_alive: str | float = "5m", timeout: float | None = None,
+             hosts: Iterable[str] | None = None) -> list[str]:
+        """Load ``model`` on every reachable host (of ``hosts``, when given) and keep it loaded (an empty
+        /api/generate).
 
         Returns the hosts that loaded it; raises ModelNotFound if a host lacks it, OllamaUnavailable
         if no host could load it.
@@ -222,7 +251,10 @@ class OllamaClient:
         warmed: list[str] = []
         last: OllamaUnavailable | None = None
         payload = {"model": model, "keep_alive": keep_alive, "stream": False}
+        wanted = None if hosts is None else set(parse_hosts(list(hosts))) if hosts else set()
         for host in self._routable_hosts():
+            if wanted is not None and host not in wanted:
+                continue
             try:
                 self._call("POST", "/api/generate", payload, model=model, only=host, timeout=timeout)
                 warmed.append(host)
@@ -292,11 +324,12 @@ class OllamaClient:
         *,
         stream: bool,
         on_token: Callable[[str], None] | None,
+        cancel: threading.Event | None = None,
     ) -> ChatResult:
         started = time.perf_counter()
         data, (host, attempts) = self._call(
             "POST", "/api/chat", payload, model=model, timeout=timeout, on_call=on_call,
-            stream=stream, on_token=on_token,
+            stream=stream, on_token=on_token, cancel=cancel,
         )
         message = data.get("message") or {}
         return ChatResult(
@@ -329,40 +362,61 @@ class OllamaClient:
         on_call: OnCall | None = None,
         stream: bool = False,
         on_token: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> tuple[dict[str, Any], tuple[str, int]]:
         """Send with retries; return (final JSON object, (host, attempts)) or raise an OllamaError."""
         budget = 1 + (self.retries if retries is None else retries)
         tried: set[str] = set()
         backoffs = 0
         last: OllamaError | None = None
+        # inference takes a permit of the host's adaptive limit; listing and loading models do not
+        limited = path in ("/api/chat", "/api/generate") and bool(
+            payload and (payload.get("messages") or payload.get("prompt"))
+        )
         for attempt in range(1, budget + 1):
-            with self._slots:
-                host = self._checkout(tried, only)
-                if host is None:
-                    raise self._breakers_open(model, only, attempt - 1, last)
-                t0 = time.perf_counter()
-                try:
-                    data = self._send(host.url, method, path, payload, model, timeout, stream, on_token)
-                except _RETRYABLE as exc:
-                    self._checkin(host, failed=True, error=str(exc))
-                    last = exc
-                    tried.add(host.url)
-                    outcome: Outcome = "error" if attempt == budget else "retry"
-                    self._report(on_call, host.url, model, path, attempt, outcome, exc.status, t0, error=str(exc))
-                    log.debug("ollama %s %s on %s: attempt %d failed: %s", path, model, host.url, attempt, exc)
-                except OllamaError as exc:
-                    self._checkin(host, failed=False)  # the host answered: it is healthy, the request is not
-                    self._report(on_call, host.url, model, path, attempt, "error", exc.status, t0, error=str(exc))
-                    raise
-                except BaseException:  # a caller's on_token raised, or an interrupt: keep the books straight
-                    self._checkin(host, failed=False)
-                    raise
-                else:
-                    self._checkin(host, failed=False)
-                    self._report(on_call, host.url, model, path, attempt, "ok", 200, t0,
-                                 prompt_eval_count=data.get("prompt_eval_count"),
-                                 eval_count=data.get("eval_count"), done_reason=data.get("done_reason"))
-                    return data, (host.url, attempt)
+            host, permit = self._checkout(tried, only, limited)
+            if host is None:
+                raise self._breakers_open(model, only, attempt - 1, last)
+            if cancel is not None and cancel.is_set():
+                self._checkin(host, failed=False)
+                if permit is not None:
+                    self._give_back(permit, "failed", 0.0, None, 0)
+                raise Cancelled(f"call to {model!r} cancelled before it was sent", model=model)
+            t0 = time.perf_counter()
+            signal: Signal = "failed"
+            service: float | None = None
+            tokens = 0
+            try:
+                data = self._send(host.url, method, path, payload, model, timeout, stream, on_token)
+            except _RETRYABLE as exc:
+                busy = exc.status in _BUSY_STATUSES
+                signal = "busy" if busy else "timeout" if getattr(exc, "timed_out", False) else "failed"
+                # a busy host answered: it is up, only full; its limit shrinks, its breaker does not count it
+                self._checkin(host, failed=not busy, error=str(exc))
+                last = exc
+                tried.add(host.url)
+                outcome: Outcome = "error" if attempt == budget else "retry"
+                self._report(on_call, host.url, model, path, attempt, outcome, exc.status, t0, error=str(exc))
+                log.debug("ollama %s %s on %s: attempt %d failed: %s", path, model, host.url, attempt, exc)
+            except OllamaError as exc:
+                self._checkin(host, failed=False)  # the host answered: it is healthy, the request is not
+                self._report(on_call, host.url, model, path, attempt, "error", exc.status, t0, error=str(exc))
+                raise
+            except BaseException:  # a caller's on_token raised, or an interrupt: keep the books straight
+                self._checkin(host, failed=False)
+                raise
+            else:
+                self._checkin(host, failed=False)
+                signal = "ok"
+                service = _service_seconds(data)
+                tokens = int(data.get("prompt_eval_count") or 0) + int(data.get("eval_count") or 0)
+                self._report(on_call, host.url, model, path, attempt, "ok", 200, t0,
+                             prompt_eval_count=data.get("prompt_eval_count"),
+                             eval_count=data.get("eval_count"), done_reason=data.get("done_reason"))
+                return data, (host.url, attempt)
+            finally:
+                if permit is not None:
+                    self._give_back(permit, signal, time.perf_counter() - t0, service, tokens)
             if attempt < budget and not self._fresh_host(tried, only):
                 # Nowhere new to go: wait before asking the same host(s) again (exponential, full jitter).
                 self._sleep(self._random.uniform(0, min(self.backoff_max, self.backoff_base * 2**backoffs)))
@@ -412,7 +466,7 @@ class OllamaClient:
                 _check_status(response, host, model, path)
                 return _assemble(response.iter_lines(), host, model, path, on_token)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"{host} timed out ({type(exc).__name__})", host=host, model=model) from None
+            raise _TimedOut(f"{host} timed out ({type(exc).__name__})", host=host, model=model) from None
         except httpx.ConnectError as exc:
             raise _Retryable(f"could not connect to {host} ({_clip(str(exc)) or type(exc).__name__})",
                              host=host, model=model) from None
@@ -436,11 +490,11 @@ class OllamaClient:
         states = self.breaker_states()
         return [url for url, state in states.items() if state != "open"]
 
-    def _checkout(self, tried: set[str], only: str | None) -> _Host | None:
-        """Pick the host for the next attempt and count it in flight; None when every breaker is open.
+    def _rank(self, tried: set[str], only: str | None) -> list[_Host]:
+        """The hosts an attempt may go to, best first; empty when every breaker is open.
 
         Preference: a half-open host due for its probe, then hosts this call has not tried yet, then the
-        fewest requests in flight, then round robin.
+        fewest requests in flight from this client, then round robin.
         """
         now = self._clock()
         with self._lock:
@@ -452,15 +506,72 @@ class OllamaClient:
                 state = h.state(now, self.breaker_cooldown)
                 if state == "open" or (state == "half-open" and h.probing):
                     continue
-                ranked.append(((state != "half-open", h.url in tried, h.in_flight, (i - self._next) % n), i, h))
+                ranked.append(((state != "half-open", h.url in tried, h.in_flight, (i - self._next) % n), h))
+            return [h for _, h in sorted(ranked, key=lambda r: r[0])]
+
+    def _checkout(self, tried: set[str], only: str | None, limited: bool) -> tuple[_Host | None, Permit | None]:
+        """Pick the host for the next attempt and count it in flight; (None, None) when every breaker is open.
+
+        An inference request (``limited``) first waits for a permit of the host's adaptive limit, on the
+        best-ranked host that has room; the ranking is looked at again every few seconds meanwhile.
+        """
+        permit: Permit | None = None
+        while True:
+            ranked = self._rank(tried, only)
             if not ranked:
-                return None
-            _, i, host = min(ranked, key=lambda r: r[0])
-            self._next = (i + 1) % n
+                return None, None
+            if not limited:
+                host = ranked[0]
+                break
+            permit = self._take_permit([h.url for h in ranked])
+            if permit is None:
+                continue
+            host = next(h for h in ranked if h.url == permit.host)
+            with self._lock:
+                state = host.state(self._clock(), self.breaker_cooldown)
+                routable = state == "closed" or (state == "half-open" and not host.probing)
+            if routable:
+                break
+            # the host's breaker opened while this call waited for its permit: hand it back, rank again
+            self._give_back(permit, "failed", 0.0, None, 0)
+            permit = None
+        with self._lock:
+            self._next = (self._hosts.index(host) + 1) % len(self._hosts)
             if host.opened_at is not None:
                 host.probing = True
             host.in_flight += 1
-            return host
+        return host, permit
+
+    def _take_permit(self, hosts: list[str]) -> Permit | None:
+        try:
+            return self.limiter.acquire(hosts, timeout=_PERMIT_WAIT)
+        except Exception as exc:  # Redis went away: this process keeps its own limit until it is back
+            return self._fallback_limiter(exc).acquire(hosts, timeout=_PERMIT_WAIT)
+
+    def _give_back(self, permit: Permit, signal: Signal, rtt: float, service: float | None, tokens: int) -> None:
+        limiter = self._local_fallback if getattr(permit, "local", False) else self.limiter
+        try:
+            limiter.release(permit, signal, rtt=rtt, service=service, tokens=tokens)
+        except Exception as exc:  # the lease expires in Redis on its own
+            log.warning("ollama limiter: could not give back a permit for %s: %s", permit.host, exc)
+
+    def _fallback_limiter(self, exc: Exception) -> LocalLimiter:
+        with self._lock:
+            if self._local_fallback is None:
+                log.warning("ollama limiter: the shared limit in Redis is unreachable (%s); this process "
+                            "limits its own requests until Redis is back", exc)
+                self._local_fallback = _MarkedLocalLimiter(self.max_in_flight)
+            return self._local_fallback
+
+    def host_states(self) -> dict[str, HostState | None]:
+        """Each host's adaptive limit, requests in flight, queueing and tokens/s, as the limiter holds them."""
+        out: dict[str, HostState | None] = {}
+        for url in self.hosts:
+            try:
+                out[url] = self.limiter.state(url)
+            except Exception:
+                out[url] = None
+        return out
 
     def _checkin(self, host: _Host, *, failed: bool, error: str | None = None) -> None:
         now = self._clock()
@@ -516,6 +627,24 @@ class OllamaClient:
 
 
 # --- helpers
+
+
+class _MarkedLocalLimiter(LocalLimiter):
+    """The stand-in limiter while Redis is unreachable; its permits say so, to come back to it."""
+
+    def try_acquire(self, host: str) -> Permit | None:
+        permit = super().try_acquire(host)
+        if permit is not None:
+            permit.local = True  # type: ignore[attr-defined]
+        return permit
+
+
+def _service_seconds(data: Mapping[str, Any]) -> float | None:
+    """How long the server worked on an answer (prompt evaluation + generation), from its metrics."""
+    prompt, answer = data.get("prompt_eval_duration"), data.get("eval_duration")
+    if not isinstance(prompt, int | float) and not isinstance(answer, int | float):
+        return None
+    return (float(prompt or 0) + float(answer or 0)) / 1e9
 
 
 def _canonical(name: str) -> str:

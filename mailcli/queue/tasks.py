@@ -24,13 +24,14 @@ _llm_cache: dict[tuple[str, str, str], Any] = {}
 _llm_lock = threading.Lock()
 
 
-def _llm_for(options: dict[str, Any]):
+def _llm_for(options: dict[str, Any], redis: Any = None):
     """One LLM seam per worker process and model pair: its HTTP pool and breakers outlive a job.
 
     The first time a seam is made (the worker's first job that may need an LLM), a background
     thread checks /api/tags for its models and loads them with keep_alive (`warm_up`): the job does
     not wait for it, and an Ollama that is down is a logged warning, never a failed worker or job.
     A job capped at phase 1 (`analyze --phase 1`) needs no seam and never touches Ollama.
+    ``redis`` (the job's connection) carries each Ollama host's limit, shared by every worker.
     """
     if int(options.get("max_phase", 3) or 3) < 2:
         return None
@@ -42,7 +43,8 @@ def _llm_for(options: dict[str, Any]):
     with _llm_lock:
         llm = _llm_cache.get(key)
         if llm is None:
-            llm = make_llm_phases(settings.with_overrides(phase2_model=key[1] or None, phase3_model=key[2] or None))
+            llm = make_llm_phases(settings.with_overrides(phase2_model=key[1] or None, phase3_model=key[2] or None),
+                                  redis=redis)
             _llm_cache[key] = llm
             threading.Thread(target=_warm_up, args=(llm,), name="mailcli-llm-warmup", daemon=True).start()
     return llm
@@ -69,7 +71,7 @@ def analyze_job(payload: JobPayload) -> dict[str, Any]:
     conversations = payload.get("conversations", [])
     # the conversations of a job may carry different --phase caps: one that may owe an LLM phase decides
     wants_llm = [c.get("options", {}) for c in conversations if needs_llm(c)]
-    llm = _llm_for(wants_llm[0]) if wants_llm else None
+    llm = _llm_for(wants_llm[0], conn) if wants_llm else None
     emails = calls = 0
     statuses: dict[str, int] = {}
     ready: list[str] = []

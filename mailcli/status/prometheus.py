@@ -286,6 +286,27 @@ def exposition(snap: Snapshot) -> str:
         ],
     )
     g(
+        "mailcli_ollama_limit",
+        "The host's adaptive limit of requests in flight, shared by every worker (through Redis).",
+        [({"host": h.url}, h.limit) for h in o.hosts if h.limit is not None],
+    )
+    g(
+        "mailcli_ollama_in_flight",
+        "Requests in flight to the host now, from every worker.",
+        [({"host": h.url}, h.in_flight) for h in o.hosts if h.in_flight is not None],
+    )
+    g(
+        "mailcli_ollama_wait_seconds",
+        "Recent answers' average time spent waiting: the server's queue and the transport (round trip minus "
+        "prompt evaluation and generation).",
+        [({"host": h.url}, h.wait_ms / 1000) for h in o.hosts if h.wait_ms is not None],
+    )
+    g(
+        "mailcli_ollama_tokens_per_second",
+        "Prompt and answer tokens the host processed per second, over the last 10 s window.",
+        [({"host": h.url}, h.tokens_per_s) for h in o.hosts if h.tokens_per_s is not None],
+    )
+    g(
         "mailcli_llm_fallbacks",
         "Results stored as source fallback, per phase.",
         [({"phase": p}, n) for p, n in sorted(o.fallbacks.items())],

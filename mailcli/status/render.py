@@ -296,8 +296,11 @@ def ollama(snap: Snapshot, width: int) -> RenderableType:
     if not o.hosts:
         parts.append(Text("no hosts", style=DIM))
         return Group(*parts)
-    table = _table(("host", "left"), ("up", "left"), ("loaded", "left"), ("p50", "right"), ("p95", "right"),
-                   ("calls/min", "right"), ("breaker", "left"))  # fmt: skip
+    wide = width >= WIDE  # narrower: the adaptive limit, queueing and tokens/s before p95 and calls/min
+    columns = [("host", "left"), ("up", "left"), ("loaded", "left"), ("limit", "right"), ("waiting", "right"),
+               ("tok/s", "right"), ("p50", "right")]
+    columns += [("p95", "right"), ("calls/min", "right")] if wide else []
+    table = _table(*columns, ("breaker", "left"))
     errors: list[OllamaHost] = []
     for h in o.hosts:
         if h.reachable is None:
@@ -306,15 +309,17 @@ def ollama(snap: Snapshot, width: int) -> RenderableType:
             up = Text("✓", style=OK) if h.reachable else Text("✗", style=BAD)
         if h.error:
             errors.append(h)
-        table.add_row(
-            short_host(h.url) if width < WIDE else h.url,
+        cells: list[RenderableType] = [
+            short_host(h.url) if not wide else h.url,
             up,
             ", ".join(h.loaded_models) or Text("—", style=DIM),
+            _limit(h),
+            ms(h.wait_ms),
+            Text("—", style=DIM) if h.tokens_per_s is None else f"{h.tokens_per_s:,.0f}",
             ms(h.p50_ms),
-            ms(h.p95_ms),
-            f"{h.calls_per_min:.1f}",
-            Text(h.breaker or "—", style=BREAKER_STYLE.get(h.breaker or "", DIM)),
-        )
+        ]
+        cells += [ms(h.p95_ms), f"{h.calls_per_min:.1f}"] if wide else []
+        table.add_row(*cells, Text(h.breaker or "—", style=BREAKER_STYLE.get(h.breaker or "", DIM)))
     parts.append(table)
     for h in errors:
         parts.append(_line(Text.assemble((f"{short_host(h.url)}: ", "bold"), (h.error or "", "red"))))
@@ -322,6 +327,14 @@ def ollama(snap: Snapshot, width: int) -> RenderableType:
     if fb:
         parts.append(Text(f"fallback results stored: phase 2 {count(fb.get('2', 0))} · phase 3 {count(fb.get('3', 0))}"))
     return Group(*parts)
+
+
+def _limit(h: OllamaHost) -> RenderableType:
+    """``in flight/limit``: the requests every worker has at the host now, against its adaptive limit."""
+    if h.limit is None:
+        return Text("—", style=DIM)
+    text = f"{h.in_flight or 0}/{h.limit:.1f}"
+    return Text(text, style=WARN) if h.busy or h.timeouts else Text(text)
 
 
 def failures(snap: Snapshot) -> RenderableType:

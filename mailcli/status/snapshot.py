@@ -178,6 +178,13 @@ class OllamaHost(_Data):
     p95_ms: float | None
     errors: int  # failed attempts in the ledger window
     breaker: str | None  # closed | open | half-open, derived from the ledger; None without recent calls
+    # the host's adaptive limit as the workers share it in Redis (mailcli.llm.limiter); None: no worker used it
+    limit: float | None = None  # requests the workers may have in flight to the host now
+    in_flight: int | None = None  # requests in flight to it now, from every worker
+    wait_ms: float | None = None  # recent answers' time spent waiting (server queue + transport), average
+    tokens_per_s: float | None = None  # prompt + answer tokens it processed per second, last 10 s window
+    busy: int | None = None  # busy answers (503, queue full) since the state was created
+    timeouts: int | None = None  # answers that did not come within the read timeout, same
 
 
 @dataclass
@@ -258,7 +265,7 @@ def breaker_state(attempts: list[tuple[str, int | None, float]], now: float) -> 
         return None
     trailing = 0
     for outcome, status, _ in reversed(attempts):
-        if not is_host_failure(outcome, status):
+        if not counts_for_breaker(outcome, status):
             break
         trailing += 1
     if trailing < BREAKER_THRESHOLD:
@@ -317,6 +324,10 @@ def set_throughput(progress: ProgressInfo, recent: dict[int, int], now: float, s
     progress.eta_s = (
         round(progress.remaining / rate * 60, 1) if working and rate > 0 and progress.remaining > 0 else None
     )
+def counts_for_breaker(outcome: str, http_status: int | None) -> bool:
+    """A failure that opens the client's breaker: a busy answer (429, 503 queue full) does not, the
+    host answered; it shrinks the host's limit instead."""
+    return is_host_failure(outcome, http_status) and http_status not in (429, 503)
 
 
 def sqlite_due(since_last_read: float, last_cost: float, load_share: float = STORE_LOAD_SHARE) -> bool:
@@ -859,6 +870,31 @@ class StatusReader:
         except ValueError as exc:
             self._ollama_error = f"OLLAMA_HOST is not usable: {exc}"
 
+    def _read_llm_limits(self, urls: list[str], notes: list[str]) -> dict[str, Any]:
+        """Each host's shared limit from Redis (one pipelined round trip), on the connection the Redis
+        read opened; {} when Redis is not there."""
+        conn = self._conn
+        if conn is None or not urls:
+            return {}
+        from mailcli.llm.limiter import host_key, leases_key, state_from_hash
+
+        try:
+            now = time.time()
+            with conn.pipeline(transaction=False) as pipe:
+                for url in urls:
+                    pipe.hgetall(host_key(url))
+                    pipe.zcount(leases_key(url), now, "+inf")
+                raw = pipe.execute()
+        except Exception as exc:  # the Redis section already says what is wrong with Redis
+            notes.append(f"could not read the Ollama hosts' limits: {one_line(str(exc)) or type(exc).__name__}")
+            return {}
+        out = {}
+        for i, url in enumerate(urls):
+            state = state_from_hash(raw[2 * i], int(raw[2 * i + 1] or 0))
+            if state is not None:
+                out[url] = state
+        return out
+
     def _start_probes(self) -> Any:
         if not self._ollama_hosts:
             return None
@@ -873,7 +909,9 @@ class StatusReader:
             notes.append(self._ollama_error)
         results = probes.results() if probes is not None else {}
         hosts = []
-        for url in [*self._ollama_hosts, *sorted(set(ledger) - set(self._ollama_hosts))]:
+        urls = [*self._ollama_hosts, *sorted(set(ledger) - set(self._ollama_hosts))]
+        limits = self._read_llm_limits(urls, notes)
+        for url in urls:
             reachable: bool | None = None  # None: not probed (a host only the ledger knows)
             error = None
             models: list[str] = []
@@ -881,6 +919,7 @@ class StatusReader:
             if probed is not None:
                 reachable, error, models = probed.reachable, one_line(probed.error) or None, probed.models
             stats = ledger.get(url, {})
+            shared = limits.get(url)
             hosts.append(
                 OllamaHost(
                     url=url,
@@ -893,6 +932,12 @@ class StatusReader:
                     p95_ms=stats.get("p95_ms"),
                     errors=stats.get("errors", 0),
                     breaker=stats.get("breaker"),
+                    **({} if shared is None else {
+                        "limit": round(shared.limit, 2), "in_flight": shared.in_flight,
+                        "wait_ms": None if shared.wait_ms is None else round(shared.wait_ms, 1),
+                        "tokens_per_s": None if shared.tokens_per_s is None else round(shared.tokens_per_s, 1),
+                        "busy": shared.busy, "timeouts": shared.timeouts,
+                    }),
                 )
             )
         return OllamaInfo(hosts=hosts, fallbacks={k: int(v) for k, v in fallbacks.items()})
