@@ -183,6 +183,7 @@ def test_workers_hold_a_one_slot_server_at_one_waiting_request(redis_conn):
         finally:
             for c in clients:
                 c.close()
+        server.wait_for(lambda s: s["served"] == 80)  # an answer is counted just after its client has it
         stats = server.stats()
         state = read_state(redis_conn, server.url)
     assert stats["served"] == 80 and stats["busy_rejections"] == 0 and stats["abandoned"] == 0
@@ -210,6 +211,7 @@ def test_inline_limit_is_the_same_rule_in_process():
             assert isinstance(client.limiter, LocalLimiter)
             _hammer([client], threads_each=8, calls_each=5)
             state = client.host_states()[server.url]
+        server.wait_for(lambda s: s["served"] == 40)
         stats = server.stats()
     assert stats["served"] == 40 and stats["max_waiting"] <= 2
     assert state is not None and 1.5 <= state.limit <= 2.5

@@ -464,6 +464,7 @@ def test_queue_length_is_tracked_and_loads_take_no_slot():
         assert loaded["done_reason"] == "load" and ollama.stats()["waiting"] == 2
         for t in threads:
             t.join()
+        ollama.wait_for(lambda s: s["served"] == 3)
         stats = ollama.stats()
     assert stats["max_waiting"] == 2 and stats["served"] == 3 and stats["wait_area"] > 0
 
