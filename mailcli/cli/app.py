@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -424,7 +425,8 @@ def export(
             sys.stdout.flush()
         else:
             tmp = output.with_name(output.name + ".part")
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            # email text: readable by its owner only, like the database
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8", newline="") as fh:
                 n = write_export(store, fh, fmt)
             tmp.replace(output)
             err_console.print(f"{n} records written to {output}", highlight=False)

@@ -30,7 +30,9 @@ workers_app = typer.Typer(help="Run and control the supervised worker pool.", no
 )
 @handle_errors
 def start(
-    min_workers: Annotated[int, typer.Option("--min", min=0, help="Never fewer workers than this.")] = 2,
+    min_workers: Annotated[
+        int | None, typer.Option("--min", min=0, help="Never fewer workers than this (default 2, at most --max).")
+    ] = None,
     max_workers: Annotated[
         int, typer.Option("--max", min=0, help="Never more workers than this (0: coordinator only).")
     ] = 10,
@@ -60,6 +62,8 @@ def start(
     from mailcli.pool.supervisor import PoolConfig, Supervisor
     from mailcli.queue.redis_server import connect
 
+    if min_workers is None:
+        min_workers = min(2, max_workers)
     if min_workers > max_workers:
         raise CliError(f"--min {min_workers} is above --max {max_workers}: make --min <= --max", EXIT_USAGE)
     cfg_settings = settings()
@@ -120,7 +124,7 @@ def scale(
     conn = connect(settings())
     pools = read_pools(conn)
     send_control(conn, "scale", n=n)
-    console.print(f"asked {len(pools)} pool(s) to run {n} workers", highlight=False)
+    console.print(f"asked {len(pools)} pool(s) to run {n} workers" if pools else _NO_POOL, highlight=False)
 
 
 @workers_app.command("stop", epilog="Example:\n\n  mailcli workers stop --timeout 30")
@@ -136,7 +140,10 @@ def stop(
     conn = connect(settings())
     pools = read_pools(conn)
     send_control(conn, "stop", timeout=timeout)
-    console.print(f"asked {len(pools)} pool(s) to stop", highlight=False)
+    console.print(f"asked {len(pools)} pool(s) to stop" if pools else _NO_POOL, highlight=False)
+
+
+_NO_POOL = "no pool is running on this Redis: nothing to do (`mailcli workers start` starts one)"
 
 
 def failed(

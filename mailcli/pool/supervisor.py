@@ -123,11 +123,12 @@ class Supervisor:
         self.coordinator = None  # the feeder and sink's thread (mailcli.pool.coordinator); none with --remote
         self._signals = 0
         self._src_mtime = _source_mtime() if cfg.reload else 0.0
-        logging.getLogger("rq.scheduler").setLevel(logging.WARNING)  # its lock chatter is not news
         # named after the pool, so another pool can tell a dead holder of the scheduler locks (below)
         self._scheduler = RQScheduler(
             [queue_name(p) for p in QUEUES], connection=conn, serializer=JSONSerializer, name=self.pool_id
         )
+        # its lock chatter is not news; set after it is made, since making it sets its logger to INFO
+        logging.getLogger("rq.scheduler").setLevel(logging.WARNING)
         self._scheduler_locks_at = 0.0
         self._last_sweep = time.monotonic()
         self._redis_lost_at = -1e9  # when Redis last failed to answer the watch (heartbeats unknown then)
