@@ -578,3 +578,23 @@ def test_a_maildir_with_new_only_and_a_maildirpp_folder_with_cur_only_are_read_w
         emails = sorted(r.message_id for r in records if isinstance(r, Email))
         assert emails == ["n1@x", "n2@x", "s4@x", "s5@x"], (fmt, records)
         assert [(r.locator, "tmp/" in r.reason) for r in records if isinstance(r, Reject)] == [("tmp/3", True)]
+
+
+def test_an_mbox_cut_off_inside_its_last_message_keeps_it_with_a_note(tmp_path):
+    """A copy interrupted mid-message: the last message is kept and says it may be cut off; a
+    complete file has no such note."""
+    from mailcli.ingest.mime import CUT_NOTE
+    from mailcli.ingest.model import Email
+    from mailcli.ingest.readers import iter_records
+
+    whole = (
+        b"From a@x Mon Jan  1 00:00:00 2024\nMessage-ID: <1@x>\nFrom: a@x.example\nSubject: one\n\nfirst body\n\n"
+        b"From a@x Mon Jan  1 00:00:01 2024\nMessage-ID: <2@x>\nFrom: a@x.example\nSubject: two\n\n"
+        b"a long second body that the copy cut in the middle of a line\n"
+    )
+    (tmp_path / "whole.mbox").write_bytes(whole)
+    (tmp_path / "cut.mbox").write_bytes(whole[:-30])
+    complete = [r for r in iter_records(tmp_path / "whole.mbox") if isinstance(r, Email)]
+    cut = [r for r in iter_records(tmp_path / "cut.mbox") if isinstance(r, Email)]
+    assert [CUT_NOTE in r.notes for r in complete] == [False, False]
+    assert [CUT_NOTE in r.notes for r in cut] == [False, True]

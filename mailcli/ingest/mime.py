@@ -300,6 +300,7 @@ def iter_mbox(stream: Iterable[bytes], source: str) -> Iterator[Email | Reject]:
     index = 0
     lines: list[bytes] | None = None
     prev_blank = True
+    line = b"\n"
     for line in stream:
         if line.startswith(b"From ") and (
             lines is None or _FROM_STRICT_RE.match(line) or (prev_blank and _FROM_LOOSE_RE.match(line))
@@ -319,13 +320,24 @@ def iter_mbox(stream: Iterable[bytes], source: str) -> Iterator[Email | Reject]:
         lines.append(line)
         prev_blank = line in (b"\n", b"\r\n")
     if lines is not None:
-        yield _finish_mbox_message(lines, source, index)
+        # a file that ends inside a line was cut off (a copy interrupted, a disk that filled up): its
+        # last message is kept, with a note that says so, rather than passed off as whole
+        yield _finish_mbox_message(lines, source, index, cut=not line.endswith(b"\n"))
 
 
-def _finish_mbox_message(lines: list[bytes], source: str, index: int) -> Email | Reject:
+CUT_NOTE = (
+    "the mbox ends inside this message (no final newline): it may be cut off;"
+    " ingest a complete copy and it is kept beside this one as a variant"
+)
+
+
+def _finish_mbox_message(lines: list[bytes], source: str, index: int, *, cut: bool = False) -> Email | Reject:
     if lines and lines[-1] in (b"\n", b"\r\n"):
         lines.pop()  # the blank line the mbox format puts before the next From_ line
-    return email_from_bytes(b"".join(lines), source, f"message {index}")
+    record = email_from_bytes(b"".join(lines), source, f"message {index}")
+    if cut and isinstance(record, Email):
+        record.notes.append(CUT_NOTE)
+    return record
 
 
 def read_eml(path: Path, source: str, locator: str) -> Email | Reject:
