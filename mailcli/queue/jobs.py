@@ -199,13 +199,15 @@ def is_popped(conn: redis.Redis, job: Job) -> bool:
 def take_unstarted(conn: redis.Redis, job_id: str) -> bool | None:
     """Take a job back from Redis before any worker starts it: True when it was still waiting in
     its queue (now removed from it and deleted, atomically against workers' pops), False when a
-    worker has it, None when Redis has no such job."""
+    worker has it or has done it, None when Redis has no such job (or it failed or was cancelled)."""
     try:
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
     except NoSuchJobError:
         return None
     status = job.get_status(refresh=False)
-    if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
+    if status == JobStatus.FINISHED:
+        return False  # done by a worker: its results are on the stream, for a pool's sink to write
+    if status in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
         return None
     q = Queue(job.origin, connection=conn, serializer=JSONSerializer)
     if status != JobStatus.QUEUED or not conn.lrem(q.key, 0, job.id):  # LREM is the compare-and-set
