@@ -254,7 +254,7 @@ def test_an_export_and_replies_ingested_at_once_many_rounds(homes):
 
 def test_replies_ingested_under_a_running_pool_are_all_analysed_once(homes):
     """Continuous ingestion: a pool works while replies to its conversations arrive."""
-    _replies_under_pool_case(homes, OFFSETS[1::2], n_emails=1500)
+    _replies_under_pool_case(homes, (0.03, 0.4), n_emails=1500)
 
 
 @pytest.mark.slow
@@ -326,7 +326,16 @@ def test_analyze_inline_while_replies_are_ingested_leaves_nothing_pending(homes)
 
 
 def test_two_burst_pools_on_one_data_directory_analyse_each_conversation_once(homes):
-    for offset in OFFSETS[:3]:
+    _two_burst_pools_case(homes, OFFSETS[:2])
+
+
+@pytest.mark.slow
+def test_two_burst_pools_on_one_data_directory_many_rounds(homes):
+    _two_burst_pools_case(homes, (*OFFSETS, 0.6, 0.9))
+
+
+def _two_burst_pools_case(homes, offsets) -> None:
+    for offset in offsets:
         h = homes()
         expected = make_export(h, 1200, seed=25)
         assert h.run("ingest", str(h.path / "export.jsonl"), "--no-enqueue").returncode == 0
@@ -358,12 +367,21 @@ def test_an_ingest_that_enqueues_beside_a_running_pool_does_no_work_twice(homes)
 def test_start_up_reconcile_under_cpu_load_requeues_nothing(homes):
     """The documented flow (ingest, then a burst pool) with the CPU busy elsewhere: the pool's first
     reconcile sees its own workers finish and pop jobs, and must not call any of them lost."""
+    _reconcile_under_load_case(homes, (27,))
+
+
+@pytest.mark.slow
+def test_start_up_reconcile_under_cpu_load_many_rounds(homes):
+    _reconcile_under_load_case(homes, (28, 29, 30, 31, 32))
+
+
+def _reconcile_under_load_case(homes, seeds) -> None:
     hogs = [
         subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
         for _ in range(os.cpu_count() or 2)
     ]
     try:
-        for seed in (27, 28):
+        for seed in seeds:
             h = homes()
             expected = make_export(h, 1500, seed=seed)
             assert h.run("ingest", str(h.path / "export.jsonl")).returncode == 0
