@@ -215,3 +215,27 @@ def test_inline_limit_is_the_same_rule_in_process():
         stats = server.stats()
     assert stats["served"] == 40 and stats["max_waiting"] <= 2
     assert state is not None and 1.5 <= state.limit <= 2.5
+
+
+def test_a_buried_worker_gives_its_permits_back_at_once(redis_conn):
+    """The supervisor knows a worker died: its leases (30 s by default) are given back when it is
+    buried, and a waiter is woken, instead of every host's capacity shrinking until they lapse."""
+    from mailcli.llm.limiter import release_dead
+
+    path = redis_conn.connection_pool.connection_kwargs["path"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "30", HOST], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "2"
+        alive = RedisLimiter(redis_conn, 4)
+        assert alive.try_acquire(HOST) is None
+        holder.kill()
+        holder.wait(10)
+        assert alive.try_acquire(HOST) is None  # 30 s leases: nothing lapses by itself yet
+        assert release_dead(redis_conn, holder.pid) == 2
+        assert release_dead(redis_conn, os.getpid()) == 0  # nothing of ours was touched
+        assert alive.try_acquire(HOST) is not None
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)

@@ -280,6 +280,7 @@ def test_kill_9_workers_again_and_again_loses_and_doubles_nothing(home, ollama):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the run's own bound (finish's 540 s) is the one that counts
 def test_kill_9_workers_throughout_a_5000_conversation_run(home, ollama):
     _kill_workers_case(home, ollama, n_emails=16_300, kills=40, seed=5, timeout=540, window=400)  # 5,009 conversations
 

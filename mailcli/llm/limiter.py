@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
 import time
 import uuid
@@ -65,6 +67,30 @@ def leases_key(url: str) -> str:
 
 def wake_key(url: str) -> str:
     return f"{KEY_PREFIX}wake:{url}"
+
+
+def lease_owner(pid: int | None = None, hostname: str | None = None) -> str:
+    """The prefix of the leases a process holds (host and pid): a supervisor that buries a worker
+    gives its leases back at once (`release_dead`) rather than waiting for them to lapse."""
+    return f"{hostname or socket.gethostname()}:{os.getpid() if pid is None else pid}:"
+
+
+def release_dead(conn: Any, pid: int, hostname: str | None = None) -> int:
+    """Give back every lease a dead process held, on every host, and wake the waiters. Returns how many."""
+    owner = lease_owner(pid, hostname)
+    freed = 0
+    for key in conn.scan_iter(match=f"{KEY_PREFIX}leases:*", count=100):
+        key = key.decode() if isinstance(key, bytes) else key
+        mine = [m for m, _ in conn.zscan_iter(key, match=f"{owner}*")]
+        if not mine:
+            continue
+        n = int(conn.zrem(key, *mine))
+        if n:
+            url = key[len(f"{KEY_PREFIX}leases:"):]
+            conn.rpush(wake_key(url), *["1"] * n)
+            conn.ltrim(wake_key(url), -WAKE_KEEP, -1)
+        freed += n
+    return freed
 
 
 def permits(limit: float) -> int:
@@ -324,7 +350,7 @@ class RedisLimiter:
         self._renewer: threading.Thread | None = None
 
     def try_acquire(self, host: str) -> Permit | None:
-        token = uuid.uuid4().hex
+        token = f"{lease_owner()}{uuid.uuid4().hex}"
         granted, _ = self._acquire(keys=[host_key(host), leases_key(host)],
                                    args=[token, self.lease, self.ceiling, INITIAL_LIMIT])
         if not int(granted):

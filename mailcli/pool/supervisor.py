@@ -31,6 +31,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 from mailcli.config import Settings
+from mailcli.llm.limiter import release_dead
 from mailcli.pool import state, verdicts
 from mailcli.pool.autoscale import Decision, PoolView, decide
 from mailcli.pool.worker import rss_with_children
@@ -289,6 +290,11 @@ class Supervisor:
                 self.recovered += requeued
                 log.warning("worker %s exited (%s) holding job %s: %s", wp.name, _exit_text(code), job_id, outcome)
         try:
+            # the LLM permits it held (leases on each Ollama host's shared limit) are free again now,
+            # not when their leases lapse: a killed worker must not shrink every host's capacity
+            freed = release_dead(self.conn, wp.pid)
+            if freed:
+                log.info("worker %s held %d LLM request permits: given back", wp.name, freed)
             rq_worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + wp.name, connection=self.conn)
             if rq_worker is not None:
                 rq_worker.register_death()
