@@ -139,8 +139,11 @@ class Store:
                     raise StoreError(_newer(db_path, version))
                 if version < SCHEMA_VERSION and os.access(db_path.parent, os.W_OK):
                     conn.close()
-                    with connect(db_path) as writer:
+                    writer = connect(db_path)
+                    try:
                         migrate(writer)
+                    finally:
+                        writer.close()
                     conn = connect(db_path, readonly=True)
                 elif version == 0:
                     conn.close()
