@@ -237,7 +237,16 @@ def test_workers_scale_and_stop_from_another_terminal(home, pool):
     wait_for(lambda: len(workers(conn)) == 1, what="one worker")
     out = home.run("workers", "scale", "3")
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: len(workers(conn)) == 3, what="three workers")
+    try:
+        wait_for(lambda: len(workers(conn)) == 3, what="three workers")
+    except AssertionError:
+        # seen once in CI and once in 11 local runs, not understood yet: say what the pool saw
+        seen = [(w.get("name"), w.get("state")) for w in state.read_workers(conn)]
+        pools = [(p.get("min"), p.get("max"), p.get("target"), p.get("current"), p.get("decision"))
+                 for p in state.read_pools(conn)]  # fmt: skip
+        stop_pool(proc)
+        raise AssertionError(f"workers {seen}; pools {pools}; scale said {out.stdout!r};"
+                             f" pool log: {proc.stderr.read()[-3000:]}") from None
     out = home.run("workers", "stop", "--timeout", "5")
     assert out.returncode == 0
     assert proc.wait(20) == 0
