@@ -240,7 +240,7 @@ def test_workers_scale_and_stop_from_another_terminal(home, pool):
     try:
         wait_for(lambda: len(workers(conn)) == 3, what="three workers")
     except AssertionError:
-        # seen once in CI and once in 11 local runs, not understood yet: say what the pool saw
+        # say what the pool saw: its workers, its size and decision, its log
         seen = [(w.get("name"), w.get("state")) for w in state.read_workers(conn)]
         pools = [(p.get("min"), p.get("max"), p.get("target"), p.get("current"), p.get("decision"))
                  for p in state.read_pools(conn)]  # fmt: skip

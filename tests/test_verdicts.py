@@ -103,3 +103,17 @@ def test_backoff_doubles_from_half_a_second_to_a_minute():
 )
 def test_burst_evidence(evidence, remote, done, seen, after):
     assert burst_evidence(evidence, remote=remote, coordinator_done=done, work_seen=seen) == after
+
+
+def test_a_command_written_after_its_counter_is_read_on_the_next_look():
+    """`workers scale` increments the counter, then writes the command. A pool that looks in
+    between sees the counter ahead of every command: it must not take the counter as read."""
+    from mailcli.pool.state import unread_commands
+
+    old = {"stop": {"seq": 1, "timeout": 5}}
+    assert unread_commands(old, 1) == ([], 1)  # counter 2 already, the scale command not yet written
+    now = {**old, "scale": {"seq": 2, "n": 3}}
+    assert unread_commands(now, 1) == ([("scale", {"seq": 2, "n": 3})], 2)
+    assert unread_commands(now, 2) == ([], 2)
+    both = {"scale": {"seq": 4, "n": 3}, "stop": {"seq": 3, "timeout": 5}}
+    assert [name for name, _ in unread_commands(both, 2)[0]] == ["stop", "scale"]  # oldest first

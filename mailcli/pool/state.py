@@ -108,6 +108,21 @@ def send_control(conn: redis.Redis, command: str, **args: Any) -> int:
     return seq
 
 
+def unread_commands(
+    commands: dict[str, dict[str, Any]], read_up_to: int
+) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """The commands newer than ``read_up_to``, oldest first, and the newest seq among them.
+
+    A sender increments the counter, then writes its command: between the two the counter is ahead
+    of every command there is. Only the commands seen count as read, so one that lands a moment
+    later is taken on the next read (taking the counter as read would lose it for good)."""
+    fresh = sorted(
+        ((name, cmd) for name, cmd in commands.items() if int(cmd.get("seq", 0)) > read_up_to),
+        key=lambda kv: int(kv[1].get("seq", 0)),
+    )
+    return fresh, max([read_up_to, *(int(cmd["seq"]) for _, cmd in fresh)])
+
+
 def read_control(conn: redis.Redis) -> tuple[int, dict[str, dict[str, Any]]]:
     with conn.pipeline(transaction=False) as pipe:
         pipe.get(CONTROL_SEQ)

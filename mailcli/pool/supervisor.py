@@ -468,9 +468,8 @@ class Supervisor:
             return
         if seq <= self._control_seq:
             return
-        for name, cmd in sorted(commands.items(), key=lambda kv: kv[1].get("seq", 0)):
-            if cmd.get("seq", 0) <= self._control_seq:
-                continue
+        commands_in_order, seen = state.unread_commands(commands, self._control_seq)
+        for name, cmd in commands_in_order:
             if name == "scale":
                 n = int(cmd["n"])
                 self.cfg.min_workers = self.cfg.max_workers = n
@@ -478,7 +477,7 @@ class Supervisor:
             elif name == "stop":
                 log.warning("stop requested by `mailcli workers stop`")
                 self.begin_shutdown(float(cmd.get("timeout", self.cfg.timeout)))
-        self._control_seq = seq
+        self._control_seq = seen
 
     def _maybe_reload(self) -> None:
         if not self.cfg.reload:
