@@ -499,7 +499,7 @@ def kill_supervisor(p: Pool, conn: redis.Redis) -> None:
             return True
 
     # they notice their parent is gone, finish the job in hand and leave
-    wait_for(lambda: all(gone(x) for x in orphans), timeout=60, what="the orphaned workers to warm-stop")
+    wait_for(lambda: all(gone(x) for x in orphans), timeout=120, what="the orphaned workers to warm-stop")
 
 
 def _kill_supervisor_case(home: Home, ollama, n_emails: int, kills: int, seed: int, timeout: float) -> None:
@@ -530,6 +530,7 @@ def test_supervisor_killed_again_and_again_in_a_long_run(home, ollama):
     _kill_supervisor_case(home, ollama, n_emails=4000, kills=4, seed=13, timeout=400)
 
 
+@pytest.mark.slow
 def test_redis_stopped_then_supervisor_killed_in_one_run_the_run_completes_exactly_once(home, ollama):
     """The fast version of the two slow cases above: the embedded Redis stopped mid-run (the pool starts it
     again), then the supervisor killed with results waiting in Redis and started again."""
