@@ -119,10 +119,15 @@ sys.stdin.read()  # hold them until killed
 """
 
 
-def test_the_permits_of_a_killed_worker_come_back_and_a_live_ones_stay(redis_conn):
+def _holder(redis_conn, lease: float) -> subprocess.Popen:
+    """Another process that takes two permits (leases of ``lease`` seconds) and holds them until killed."""
     path = redis_conn.connection_pool.connection_kwargs["path"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "0.6", HOST], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen([sys.executable, "-c", HOLDER, path, str(lease), HOST], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_the_permits_of_a_killed_worker_come_back_and_a_live_ones_stay(redis_conn):
+    holder = _holder(redis_conn, lease=0.6)
     try:
         assert holder.stdout.readline().strip() == "2"
         alive = RedisLimiter(redis_conn, 4)
@@ -222,9 +227,7 @@ def test_a_buried_worker_gives_its_permits_back_at_once(redis_conn):
     buried, and a waiter is woken, instead of every host's capacity shrinking until they lapse."""
     from mailcli.llm.limiter import release_dead
 
-    path = redis_conn.connection_pool.connection_kwargs["path"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "30", HOST], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = _holder(redis_conn, lease=30)
     try:
         assert holder.stdout.readline().strip() == "2"
         alive = RedisLimiter(redis_conn, 4)
