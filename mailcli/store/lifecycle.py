@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mailcli.contract import Status
+from mailcli.queue.names import PRIORITIES
 from mailcli.store.db import Store, now_iso
 
 # -- pending: emails joined, asked again ---------------------------------------------------
@@ -145,11 +146,12 @@ def claim_pending(
             return []
         claims = plan(payloads(ids))
         ts = now_iso()
+        # a job routed by priority keeps that priority (the feeder routes LLM work by it)
         store.conn.executemany(
             "UPDATE conversations SET status = 'queued', job_id = ?, queue_priority = coalesce(queue_priority, ?),"
             " queued_at = ?, updated_at = ? WHERE id = ? AND status = 'pending' AND revision = ?",
             [
-                (job_id, queue if queue in _PRIORITIES else None, ts, ts, c["conversation_id"], c["revision"])
+                (job_id, queue if queue in PRIORITIES else None, ts, ts, c["conversation_id"], c["revision"])
                 for job_id, queue, group in claims
                 for c in group
             ],
@@ -159,7 +161,6 @@ def claim_pending(
     return claims
 
 
-_PRIORITIES = ("critical", "high", "medium", "low")  # a job routed by priority keeps it (see feeder.route)
 
 
 def release(store: Store, job_ids: Sequence[str]) -> int:
