@@ -523,10 +523,14 @@ class OllamaClient:
             if not limited:
                 host = ranked[0]
                 break
-            permit = self._take_permit([h.url for h in ranked])
+            # a retry waits for room on a host this call has not tried, while there is one: a host
+            # that refuses connections answers at once, so it always has room, and would otherwise
+            # take every retry of the request until its breaker opens
+            candidates = [h for h in ranked if h.url not in tried] or ranked
+            permit = self._take_permit([h.url for h in candidates])
             if permit is None:
                 continue
-            host = next(h for h in ranked if h.url == permit.host)
+            host = next(h for h in candidates if h.url == permit.host)
             with self._lock:
                 state = host.state(self._clock(), self.breaker_cooldown)
                 routable = state == "closed" or (state == "half-open" and not host.probing)
