@@ -64,7 +64,7 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
     from rq.serializers import JSONSerializer
 
     import mailcli
-    from mailcli.queue.jobs import NO_JOB, PROBE_TASK
+    from mailcli.queue.jobs import PROBE_TASK
 
     qname = f"mailcli-probe-{uuid.uuid4().hex[:8]}"
     q = Queue(qname, connection=conn, serializer=JSONSerializer)
@@ -89,10 +89,26 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
         },
     }
     probe = q.enqueue(PROBE_TASK, payload, result_ttl=300, failure_ttl=300, job_timeout=60)
-    missing = q.enqueue("mailcli.queue.tasks.no_such_function", {}, result_ttl=300, failure_ttl=300, job_timeout=60)
-    cmd = worker_command(f"{qname}.worker", queues=[qname], burst=True)
+    missing = q.enqueue(
+        "mailcli.queue.tasks.no_such_function", {}, result_ttl=300, failure_ttl=300, job_timeout=60
+    )
+    name = f"{qname}.worker"
+    cmd = worker_command(name, queues=[qname], burst=True)
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=worker_env(cfg), capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+    try:
+        proc = subprocess.run(cmd, env=worker_env(cfg), capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
+        _remove_probe(conn, qname, name, (probe.id, missing.id))
+        output = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        last = (output.strip().splitlines() or ["it printed nothing"])[-1][:300]
+        return [
+            Check(
+                "worker",
+                False,
+                f"the probe worker ({sys.executable}) had not finished two jobs after {PROBE_TIMEOUT:.0f}s;"
+                f" its last line: {last}",
+            )
+        ]
     took = time.monotonic() - started
     checks = []
     probe = Job.fetch(probe.id, connection=conn, serializer=JSONSerializer)
@@ -111,9 +127,13 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
             f" {result['mailcli_version']} at {result['mailcli_path']}; job round trip {took:.2f}s"
         )
         if not same_code:
-            detail += f" — but this CLI is mailcli {mailcli.__version__} at {here}: reinstall the worker's venv"
+            detail += (
+                f" — but this CLI is mailcli {mailcli.__version__} at {here}: reinstall the worker's venv"
+            )
         checks.append(Check("worker", same_code, detail))
-        checks.append(Check("payload", echo_ok, "JSON payload round-tripped intact" if echo_ok else "payload changed"))
+        checks.append(
+            Check("payload", echo_ok, "JSON payload round-tripped intact" if echo_ok else "payload changed")
+        )
         analysis = result.get("analysis") or {}
         p1 = (analysis.get("emails") or [{}])[0].get("phase1", {})
         ok = p1.get("po_numbers") == ["4500012345"] and p1.get("priority") == "high"
@@ -135,17 +155,31 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
         Check(
             "missing function",
             ok,
-            f"a job naming a missing function fails clearly: {line}" if ok else "a bad job did not fail clearly",
+            f"a job naming a missing function fails clearly: {line}"
+            if ok
+            else "a bad job did not fail clearly",
         )
     )
-    for job_id in (probe.id, missing.id):
+    _remove_probe(conn, qname, name, (probe.id, missing.id))
+    return checks
+
+
+def _remove_probe(conn: Any, qname: str, worker: str, job_ids: tuple[str, ...]) -> None:
+    """Leave nothing of the probe behind: its jobs, its private queue, its worker's published state."""
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    from mailcli.pool.state import forget_worker
+    from mailcli.queue.jobs import NO_JOB
+
+    for job_id in job_ids:
         try:
             Job.fetch(job_id, connection=conn, serializer=JSONSerializer).delete()
         except NO_JOB:
             pass
     conn.delete(f"rq:queue:{qname}")
     conn.srem("rq:queues", f"rq:queue:{qname}")
-    return checks
+    forget_worker(conn, worker)
 
 
 def check_ollama(cfg: Settings) -> Check:
@@ -162,15 +196,27 @@ def check_ollama(cfg: Settings) -> Check:
                 except OllamaError:
                     pass
             if not reachable:
-                raise OllamaError(f"Ollama unreachable at {', '.join(client.hosts)}: start `ollama serve` or set OLLAMA_HOST")
+                raise OllamaError(
+                    f"Ollama unreachable at {', '.join(client.hosts)}: start `ollama serve` or set OLLAMA_HOST"
+                )
             found = client.check_models(models)
     except (OllamaError, ValueError) as exc:
-        return Check("ollama", False, f"{exc} (phase 1 still works; phases 2 and 3 wait)", required=False, warning=True)
+        return Check(
+            "ollama", False, f"{exc} (phase 1 still works; phases 2 and 3 wait)", required=False, warning=True
+        )
     absent = [m for m, hosts in found.items() if not hosts]
     if absent:
         fixes = "; ".join(f"run `ollama pull {m}`" for m in absent)
-        return Check("ollama", False, f"reachable, but missing {', '.join(absent)}: {fixes}", required=False, warning=True)
-    return Check("ollama", True, f"{', '.join(cfg.ollama_hosts)}: {', '.join(models)} present", required=False)
+        return Check(
+            "ollama",
+            False,
+            f"reachable, but missing {', '.join(absent)}: {fixes}",
+            required=False,
+            warning=True,
+        )
+    return Check(
+        "ollama", True, f"{', '.join(cfg.ollama_hosts)}: {', '.join(models)} present", required=False
+    )
 
 
 def run_checks(cfg: Settings) -> tuple[list[Check], bool]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -157,10 +158,19 @@ class MailcliWorker(SimpleWorker):
 
     def unsubscribe(self) -> None:
         """RQ joins its command-listener thread for up to a second on the way out; ours is a daemon
-        thread that dies with the process, so a stopping worker leaves at once (faster scale-down)."""
-        if self.pubsub_thread:
-            self.pubsub_thread.stop()
-            self.pubsub_thread = None
+        thread that dies with the process, so a stopping worker leaves at once (faster scale-down).
+
+        The thread blocks up to 60 s (RQ's poll interval) in one read of the command channel.
+        redis-py 8.2's ``stop()`` joins it with no time limit unless given one, which kept every
+        stopping worker alive for up to a minute; ``timeout=0`` only trips its flag. Older
+        redis-py's ``stop()`` takes no argument and never waited."""
+        thread, self.pubsub_thread = self.pubsub_thread, None
+        if thread is None:
+            return
+        if "timeout" in inspect.signature(thread.stop).parameters:
+            thread.stop(timeout=0)
+        else:
+            thread.stop()
 
     def handle_job_success(self, job, queue, started_job_registry, execution):
         super().handle_job_success(job, queue, started_job_registry, execution)
