@@ -8,7 +8,12 @@ import json
 
 from conftest import SAMPLES, TESTS
 
-GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]
+GOOD = [
+    str(SAMPLES / "graph.jsonl"),
+    str(SAMPLES / "flat.jsonl"),
+    str(SAMPLES / "mbox"),
+    str(SAMPLES / "eml"),
+]
 ALL = [*GOOD, str(SAMPLES / "malformed.jsonl")]
 
 
@@ -62,7 +67,10 @@ def test_bookkeeping_files_in_a_maildir_are_named_and_do_not_fail_strict(home, t
     assert "1 read: 1 ingested, 0 duplicates, 0 rejected, 2 bookkeeping files passed over;" in line
     assert ".DS_Store" in proc.stderr and "dovecot-uidlist" in proc.stderr
     _, out = ingest_json(home, str(box))
-    assert out["skipped"] == 2 and sorted(out["skipped_paths"]) == [str(box / ".DS_Store"), str(box / "dovecot-uidlist")]
+    assert out["skipped"] == 2 and sorted(out["skipped_paths"]) == [
+        str(box / ".DS_Store"),
+        str(box / "dovecot-uidlist"),
+    ]
 
 
 def test_strict_exits_3_when_records_were_rejected_but_keeps_the_good_ones(home):
@@ -174,6 +182,28 @@ def test_without_llm_conversations_owing_phase_2_are_partial_and_say_why(home):
     assert partial["error"]
 
 
+def test_analyze_without_redis_changes_nothing_and_names_the_fix(home):
+    """An analyze that cannot reach the queues leaves every conversation as it was: a partial one
+    keeps its status and its reason, and the line says how to analyse without Redis."""
+    ingest_json(home, *GOOD)
+    home.run("analyze", "--inline")
+    before = {
+        r["id"]: (r["status"], r["error"])
+        for r in json.loads(home.run("results", "--json", "--limit", "100").stdout)
+    }
+    assert "partial" in {s for s, _ in before.values()}
+    proc = home.run("analyze", env={"REDIS_URL": "redis://127.0.0.1:1"})
+    no_traceback(proc)
+    assert proc.returncode == 4, proc.stderr
+    assert "Nothing was changed" in proc.stderr and "mailcli analyze --inline" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    after = {
+        r["id"]: (r["status"], r["error"])
+        for r in json.loads(home.run("results", "--json", "--limit", "100").stdout)
+    }
+    assert after == before
+
+
 def test_ingest_enqueues_jobs_on_priority_queues(any_home):
     proc = any_home.run("ingest", *GOOD)
     no_traceback(proc)
@@ -223,7 +253,8 @@ def test_large_mbox_streams_in_bounded_memory(home):
         "From buyer@example.com Mon Mar  3 10:00:00 2025\n"
         "From: Buyer <buyer@example.com>\nTo: sales@acme-industrial.com\n"
         "Subject: Order {i}\nMessage-ID: <m{i}@example.com>\nDate: Mon, 3 Mar 2025 10:00:00 +0000\n\n"
-        + ("Please ship part AX-4410-B. " * 40 + "\n") * 10 + "\n"
+        + ("Please ship part AX-4410-B. " * 40 + "\n") * 10
+        + "\n"
     )
     path = home.path / "big.mbox"
     with open(path, "w") as f:
@@ -237,7 +268,9 @@ def test_large_mbox_streams_in_bounded_memory(home):
         " capture_output=True, text=True); print(p.stdout);"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=home.env, cwd=home.path, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=home.env, cwd=home.path, capture_output=True, text=True
+    )
     lines = out.stdout.strip().splitlines()
     assert json.loads(lines[0])["ingested"] == i
     peak_mb = int(lines[-1]) / 1024
@@ -290,7 +323,9 @@ def _answered_detail() -> dict:
     """A conversation as `show` gets it, with long phase 2 and phase 3 answers."""
     from mailcli.analysis.phase1 import analyze_email
 
-    p1 = analyze_email("PO 4500012345 urgent", "Please ship 20 units of AB-1234 by March 10, 2025. Total $12,500.").to_dict()
+    p1 = analyze_email(
+        "PO 4500012345 urgent", "Please ship 20 units of AB-1234 by March 10, 2025. Total $12,500."
+    ).to_dict()
     p2 = {
         "summary": "The customer confirms purchase order 4500012345 for twenty units and asks for delivery "
                    "before the tenth of March, with tracking information sent to the warehouse manager.",
@@ -334,8 +369,15 @@ def test_show_reads_well_at_80_columns_no_word_split_and_phase_2_in_full_lines()
     # every word of what is shown comes out whole: nothing is split inside a word or a header
     words = {w.strip(".,;") for w in re.findall(r"[\w.@-]+", text)}
     p2 = detail["messages"][0]["phase2"]
-    source_words = " ".join([p2["summary"], p2["risk_assessment"], p2["action_items"][0]["task"],
-                             *p2["missed_entities"]["people"], detail["phase3"]["executive_summary"]]).split()
+    source_words = " ".join(
+        [
+            p2["summary"],
+            p2["risk_assessment"],
+            p2["action_items"][0]["task"],
+            *p2["missed_entities"]["people"],
+            detail["phase3"]["executive_summary"],
+        ]
+    ).split()
     for word in source_words:
         assert word.strip(".,;") in words, word
     # stacked panels, one per email; the phase 2 rows are lines of prose, not one word a line
@@ -373,7 +415,9 @@ def test_the_partial_note_names_the_whole_host_of_a_missing_model():
     from mailcli.cli.app import _partial_note
     from mailcli.config import Settings
 
-    note = _partial_note(3, 'phase 2: model "llama3.2:3b" not found on http://127.0.0.1:11999: try pulling it', Settings())
+    note = _partial_note(
+        3, 'phase 2: model "llama3.2:3b" not found on http://127.0.0.1:11999: try pulling it', Settings()
+    )
     assert "not pulled on http://127.0.0.1:11999" in note
 
 
@@ -383,4 +427,7 @@ def test_ingest_with_redis_unreachable_says_what_it_stored_then_why_nothing_was_
     assert "36 ingested" in out.stdout and "none enqueued: Redis is unreachable" in out.stdout
     assert "cannot connect to Redis" in out.stderr and "Traceback" not in out.stderr
     with home.store() as store:
-        assert store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'pending'").fetchone()[0] == 9
+        assert (
+            store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'pending'").fetchone()[0]
+            == 9
+        )

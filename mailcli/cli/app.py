@@ -67,13 +67,13 @@ def _open_store(readonly: bool = False):
     return Store.open(settings().db, readonly=readonly)
 
 
-def _enqueue_after_ingest(cfg, summary) -> str:
+def _enqueue_after_ingest(cfg, summary, conn=None) -> str:
     """Hand pending conversations to the queues; a note for the summary line."""
     from mailcli.dispatch.feeder import feed_once
     from mailcli.queue.redis_server import connect
 
     with _open_store() as store:
-        queued = feed_once(store, connect(cfg), cfg)
+        queued = feed_once(store, conn if conn is not None else connect(cfg), cfg)
     return f"{queued} jobs enqueued"
 
 
@@ -83,7 +83,9 @@ def _enqueue_after_ingest(cfg, summary) -> str:
 )
 @handle_errors
 def ingest(
-    paths: Annotated[list[str], typer.Argument(help="Export files or directories; - reads JSONL from stdin.")],
+    paths: Annotated[
+        list[str], typer.Argument(help="Export files or directories; - reads JSONL from stdin.")
+    ],
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="auto, jsonl, mbox, eml or maildir.", show_default=True)
     ] = "auto",
@@ -145,12 +147,16 @@ def ingest(
         )
     else:
         for r in summary.rejects[:10]:
-            err_console.print(f"[yellow]rejected[/] {escape(f'{r.source}, {r.locator}: {r.reason}')}", highlight=False)
+            err_console.print(
+                f"[yellow]rejected[/] {escape(f'{r.source}, {r.locator}: {r.reason}')}", highlight=False
+            )
         if summary.rejected > 10:
             err_console.print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
         if summary.skipped:
             shown = ", ".join(summary.skipped_paths[:3]) + (", …" if summary.skipped > 3 else "")
-            err_console.print(f"passed over (mail tools' bookkeeping, not mail): {escape(shown)}", highlight=False)
+            err_console.print(
+                f"passed over (mail tools' bookkeeping, not mail): {escape(shown)}", highlight=False
+            )
         rate = summary.seen / elapsed if elapsed > 0 else 0
         console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
                       highlight=False)  # fmt: skip
@@ -231,12 +237,21 @@ def _ingest_with_progress(store, paths, fmt, priority, total_bytes):
 )
 @handle_errors
 def analyze(
-    phase: Annotated[int | None, typer.Option("--phase", min=1, max=3, help="Run phases up to N only.")] = None,
-    all_phases: Annotated[bool, typer.Option("--all-phases", help="Run all three phases whatever the tier.")] = False,
-    conversation: Annotated[str | None, typer.Option("--conversation", "-c", help="Only this conversation.")] = None,
-    inline: Annotated[bool, typer.Option("--inline", help="Run here, in this process: no Redis, no workers.")] = False,
+    phase: Annotated[
+        int | None, typer.Option("--phase", min=1, max=3, help="Run phases up to N only.")
+    ] = None,
+    all_phases: Annotated[
+        bool, typer.Option("--all-phases", help="Run all three phases whatever the tier.")
+    ] = False,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", "-c", help="Only this conversation.")
+    ] = None,
+    inline: Annotated[
+        bool, typer.Option("--inline", help="Run here, in this process: no Redis, no workers.")
+    ] = False,
     reanalyze: Annotated[
-        bool, typer.Option("--reanalyze", help="Analyse again even what is done, ignoring cached LLM answers.")
+        bool,
+        typer.Option("--reanalyze", help="Analyse again even what is done, ignoring cached LLM answers."),
     ] = False,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
@@ -262,6 +277,9 @@ def analyze(
     with _open_store() as store:
         if conversation and not lifecycle.exists(store, conversation):
             raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+        # the queues are reached before anything is marked: an analyze that cannot hand the work on
+        # leaves every conversation as it was (a partial one keeps its reason)
+        conn = None if inline else _connect_for_analyze(cfg)
         if inline:
             # inline takes back what ingest handed to the queues and no worker has started
             _take_back_queued(cfg, store)
@@ -289,12 +307,24 @@ def analyze(
             else:
                 console.print(summary.line(), highlight=False)
             raise typer.Exit(exit_code)
-    note = _enqueue_after_ingest(cfg, None)
+    note = _enqueue_after_ingest(cfg, None, conn)
     if json_out:
         print(json.dumps({"pending": marked, "note": note, "llm_problems": [p.to_dict() for p in problems]}))
     else:
         console.print(f"{marked} conversations pending; {note}", highlight=False)
     raise typer.Exit(exit_code)
+
+
+def _connect_for_analyze(cfg):
+    from mailcli.queue.redis_server import RedisUnavailable, connect
+
+    try:
+        return connect(cfg)
+    except RedisUnavailable as exc:
+        raise CliError(
+            f"{exc}. Nothing was changed; or analyse here without Redis: mailcli analyze --inline",
+            EXIT_UNREACHABLE,
+        ) from None
 
 
 def _take_back_queued(cfg, store) -> None:
@@ -323,10 +353,14 @@ def _inline_llm(cfg, phase: int | None):
     return make_llm_phases(cfg)
 
 
-@app.command(epilog="Examples:\n\n  mailcli results\n\n  mailcli results --priority critical --limit 20 --json")
+@app.command(
+    epilog="Examples:\n\n  mailcli results\n\n  mailcli results --priority critical --limit 20 --json"
+)
 @handle_errors
 def results(
-    conversation: Annotated[str | None, typer.Option("--conversation", "-c", help="Only this conversation.")] = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", "-c", help="Only this conversation.")
+    ] = None,
     priority: Annotated[str | None, typer.Option("--priority", "-p", help="Only this priority.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N conversations.")] = 50,
     json_out: JsonOpt = False,
@@ -351,7 +385,9 @@ def results(
     else:
         console.print(results_table(rows, width=console.width))
         if partial[0]:
-            console.print(_partial_note(partial[0], partial[1] or "", settings()), highlight=False, markup=False)
+            console.print(
+                _partial_note(partial[0], partial[1] or "", settings()), highlight=False, markup=False
+            )
 
 
 def _partial_note(n: int, error: str, cfg) -> str:
@@ -366,7 +402,9 @@ def _partial_note(n: int, error: str, cfg) -> str:
         fix = f"run `ollama pull {missing[1]}` on that host"
     elif any(s in error for s in ("Ollama unavailable", "could not connect", "circuit breaker", "timed out")):
         why = f"Ollama was not reachable at {cfg.ollama_host}"
-        fix = f"start Ollama (`ollama serve`) or set OLLAMA_HOST to a running server, pull the models ({pull})"
+        fix = (
+            f"start Ollama (`ollama serve`) or set OLLAMA_HOST to a running server, pull the models ({pull})"
+        )
     elif "no LLM configured" in error:
         why = "they were analysed without an LLM"
         fix = f"start Ollama (`ollama serve`) or set OLLAMA_HOST, pull the models ({pull})"
@@ -411,7 +449,9 @@ def show(
 @handle_errors
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout (- is stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout (- is stdout).")
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """One record per email: phase 1 facts, phase 2 answer, the conversation's phase 3 (docs/export.md)."""
@@ -426,7 +466,9 @@ def export(
         else:
             tmp = output.with_name(output.name + ".part")
             # email text: readable by its owner only, like the database
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8", newline="") as fh:
+            with open(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8", newline=""
+            ) as fh:
                 n = write_export(store, fh, fmt)
             tmp.replace(output)
             err_console.print(f"{n} records written to {output}", highlight=False)
@@ -436,7 +478,13 @@ def _register_subcommands() -> None:
     """Commands that live in their own modules (workers, status, test-loading, failed, redis, report)."""
     import importlib
 
-    modules = ("mailcli.cli.workers", "mailcli.cli.status", "mailcli.cli.checks", "mailcli.cli.redis_cmd", "mailcli.cli.report")
+    modules = (
+        "mailcli.cli.workers",
+        "mailcli.cli.status",
+        "mailcli.cli.checks",
+        "mailcli.cli.redis_cmd",
+        "mailcli.cli.report",
+    )
     for module in modules:
         importlib.import_module(module).register(app)
 
