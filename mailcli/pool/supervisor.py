@@ -198,7 +198,8 @@ class Supervisor:
         self._recover_later()
         self._watch(now)
         if not self.stopping:
-            self._read_control()
+            self._read_control()  # may begin the shutdown: nothing below may start a worker then
+        if not self.stopping:
             self._maybe_reload()
             self._scale(now)
             self._check_burst_done()
@@ -598,7 +599,8 @@ class Supervisor:
         if self.deadline is not None and now >= self.deadline:
             for wp in list(self.workers.values()):
                 if wp.mode != "killed":
-                    self.kill_worker(wp, "shutdown deadline passed; its job is requeued")
+                    held = "; its job is requeued" if wp.job_id else " (it held no job)"
+                    self.kill_worker(wp, "shutdown deadline passed" + held)
 
     def _finish(self) -> None:
         for wp in list(self.workers.values()):

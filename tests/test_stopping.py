@@ -1,4 +1,5 @@
-"""A worker process leaves promptly once it is told to, or once a burst finds no work.
+"""Stopping: a worker process leaves promptly once told to or once a burst finds no work, and a
+pool told to stop starts no worker after that.
 
 RQ's command-listener thread blocks up to 60 s in one read of its channel; a worker that waits for
 that thread on the way out stays alive for up to a minute after its last job (seen with redis-py
@@ -63,3 +64,25 @@ def test_test_loading_says_one_line_when_its_worker_does_not_finish(home, monkey
     assert not check.ok and "had not finished two jobs after 0s" in check.detail, check
     assert not [q for q in conn.smembers("rq:queues") if b"mailcli-probe-" in q]
     assert not [w for w in read_workers(conn) if w.get("name", "").startswith("mailcli-probe-")]
+
+
+def test_a_pool_told_to_stop_starts_no_worker(home):
+    """`workers stop` marks every worker stopping; the same supervisor round must not then see a
+    pool below its minimum and start replacements (it did: two new workers, started and stopped)."""
+    from mailcli.pool import state
+
+    proc = home.popen("workers", "start", "--min", "2", "--max", "3")
+    try:
+        conn = home.redis()
+        wait_for(
+            lambda: sum(w.get("state") == "idle" for w in state.read_workers(conn)) == 2,
+            60,
+            "two idle workers",
+        )
+        assert home.run("workers", "stop", "--timeout", "10").returncode == 0
+        assert proc.wait(timeout=EXIT_BOUND) == 0
+    finally:
+        proc.kill()
+    log = proc.stderr.read()
+    after_stop = log[log.index("stop requested") :]
+    assert " started" not in after_stop, after_stop
