@@ -55,7 +55,9 @@ def test_reply_with_another_source_conversation_id_joins_its_thread(store):
     w = IngestWriter(store)
     w.add_emails([mail("a", source_id="1", message_id="a@x", source_conversation_id="CONV-A")])
     # arrives later, in another batch, under another conversation id: References win
-    w.add_emails([mail("b", source_id="2", message_id="b@x", source_conversation_id="CONV-Z", references=["a@x"])])
+    w.add_emails(
+        [mail("b", source_id="2", message_id="b@x", source_conversation_id="CONV-Z", references=["a@x"])]
+    )
     convs = conversations(store)
     assert list(convs.values()) == [["1", "2"]]
     assert list(convs) == ["CONV-A"]
@@ -91,7 +93,11 @@ def test_same_export_twice_adds_nothing(store):
         (dict(message_id="m@x"), dict(message_id="m@x", body="b \r\n\n"), True),  # white space aside
         (dict(message_id="m@x"), dict(message_id="m@x", subject="changed"), False),  # a variant: kept
         (dict(source_id="42"), dict(source_id="42", body="other"), True),
-        (dict(from_addr="a@b", date="2025-01-01T00:00:00+00:00"), dict(from_addr="a@b", date="2025-01-01T00:00:00+00:00"), True),
+        (
+            dict(from_addr="a@b", date="2025-01-01T00:00:00+00:00"),
+            dict(from_addr="a@b", date="2025-01-01T00:00:00+00:00"),
+            True,
+        ),
         (dict(from_addr="a@b"), dict(from_addr="c@d"), False),
         (dict(message_id="m@x"), dict(message_id="n@x"), False),
     ],
@@ -111,11 +117,14 @@ def test_duplicates_within_one_batch_are_counted(store):
 
 def variants_of(store: Store, mid: str) -> list[tuple]:
     return store.conn.execute(
-        "SELECT id, dedupe_key, subject, conversation_id FROM emails WHERE message_id = ? ORDER BY rowid", (mid,)
+        "SELECT id, dedupe_key, subject, conversation_id FROM emails WHERE message_id = ? ORDER BY rowid",
+        (mid,),
     ).fetchall()
 
 
-@pytest.mark.parametrize("batches", [[[0, 1, 2, 3]], [[0, 1], [2, 3]], [[0], [1], [2], [3]], [[1, 3], [0, 2]]])
+@pytest.mark.parametrize(
+    "batches", [[[0, 1, 2, 3]], [[0, 1], [2, 3]], [[0], [1], [2], [3]], [[1, 3], [0, 2]]]
+)
 def test_copies_of_a_message_id_that_differ_are_kept_as_variants_in_one_conversation(store, batches):
     """Identical copies are duplicates; differing ones are emails of their own, whichever batch
     (or ingest) they come in, and ingesting everything again adds nothing."""
@@ -140,6 +149,22 @@ def test_copies_of_a_message_id_that_differ_are_kept_as_variants_in_one_conversa
         again.add_emails([copies[i] for i in batch])
     assert (again.counts.ingested, again.counts.duplicates, again.counts.variants) == (0, 4, 0)
     assert variants_of(store, "m@x") == rows
+
+
+@pytest.mark.parametrize("batches", [[[0, 1]], [[0], [1]], [[1], [0]]])
+def test_copies_with_one_source_id_are_one_email_whatever_differs(store, batches):
+    """A source id names one email in its mailbox: a second copy under it is a duplicate even when
+    its subject differs (the first copy is kept), so no two stored emails share an export id."""
+    copies = [
+        mail("0", source_id="m1", message_id="m@x", subject="first"),
+        mail("1", source_id="m1", message_id="m@x", subject="edited"),
+    ]
+    w = IngestWriter(store)
+    for batch in batches:
+        w.add_emails([copies[i] for i in batch])
+    assert (w.counts.ingested, w.counts.duplicates, w.counts.variants) == (1, 1, 0)
+    [(public_id, key, subject, _)] = variants_of(store, "m@x")
+    assert (public_id, key, subject) == ("m1", "mid:m@x", copies[batches[0][0]].subject)
 
 
 def test_rejects_are_stored_with_file_line_and_reason(store):
@@ -177,7 +202,13 @@ def test_conversation_subject_is_the_earliest_emails(store):
     w = IngestWriter(store)
     w.add_emails(
         [
-            mail("b", message_id="b@x", in_reply_to="a@x", subject="Re: Quote", date="2025-01-02T00:00:00+00:00"),
+            mail(
+                "b",
+                message_id="b@x",
+                in_reply_to="a@x",
+                subject="Re: Quote",
+                date="2025-01-02T00:00:00+00:00",
+            ),
             mail("a", message_id="a@x", subject="Quote", date="2025-01-01T00:00:00+00:00"),
         ]
     )
@@ -208,15 +239,21 @@ def test_conversation_aggregates_are_what_its_emails_say(store, seed):
                               source_conversation_id=rng.choice([None, None, f"c{rng.randrange(5)}"]),
                               subject=rng.choice(["Quote", "Re: Quote", "Order", "Re: Order", ""])))  # fmt: skip
         w.add_emails(batch)
-    stored = store.conn.execute("SELECT id, subject, email_count, first_date, last_date FROM conversations").fetchall()
+    stored = store.conn.execute(
+        "SELECT id, subject, email_count, first_date, last_date FROM conversations"
+    ).fetchall()
     assert sum(r[2] for r in stored) == n
     for cid, subject, count, first, last in stored:
         emails = store.conn.execute(
-            "SELECT subject, date FROM emails WHERE conversation_id = ? ORDER BY date IS NULL, date, rowid", (cid,)
+            "SELECT subject, date FROM emails WHERE conversation_id = ? ORDER BY date IS NULL, date, rowid",
+            (cid,),
         ).fetchall()
         dated = [d for _, d in emails if d is not None]
         assert (subject, count, first, last) == (
-            base_subject(emails[0][0]), len(emails), min(dated, default=None), max(dated, default=None)
+            base_subject(emails[0][0]),
+            len(emails),
+            min(dated, default=None),
+            max(dated, default=None),
         ), cid
 
 

@@ -30,6 +30,7 @@ COLUMNS = (
 )  # fmt: skip
 SUBJECT, DATE = COLUMNS.index("subject"), COLUMNS.index("date")
 ID, DEDUPE_KEY, MESSAGE_ID = COLUMNS.index("id"), COLUMNS.index("dedupe_key"), COLUMNS.index("message_id")
+SOURCE_ID = COLUMNS.index("source_id")
 # What makes two emails with one Message-ID the same email (see fingerprint()).
 FINGERPRINT_COLUMNS = ("from_addr", "date", "subject", "body", "in_reply_to", "refs")
 _FINGERPRINTED = tuple(COLUMNS.index(c) for c in FINGERPRINT_COLUMNS)
@@ -141,6 +142,12 @@ def row_fingerprint(row: Row) -> str:
     return fingerprint(fingerprint_values(row))
 
 
+def same_source_email(row: Row, source_id: str | None) -> bool:
+    """A copy carrying the source id of the email it copies is that email, whatever else differs
+    (the first copy is kept): a source id names one email in its mailbox."""
+    return bool(source_id) and row[3][SOURCE_ID] == source_id
+
+
 def is_variant(key: str) -> bool:
     return key.startswith("var:")
 
@@ -156,11 +163,13 @@ def as_variant(row: Row, fp: str) -> Row:
     return key, row[1], row[2], tuple(columns), row[4]
 
 
-def against_stored(rows: Sequence[Row], lookup: Callable[[list[str]], dict[str, list]]) -> tuple[set[str], dict[str, Row]]:
+def against_stored(
+    rows: Sequence[Row], lookup: Callable[[list[str]], dict[str, tuple[str | None, list]]]
+) -> tuple[set[str], dict[str, Row]]:
     """Which rows are copies of stored emails, and which become variants of a stored Message-ID.
 
-    ``lookup(keys)`` gives, for each of ``keys`` that is stored, that stored email's
-    FINGERPRINT_COLUMNS values. Returns the keys to drop as duplicates and, by key, the rows to
+    ``lookup(keys)`` gives, for each of ``keys`` that is stored, that stored email's source id and
+    its FINGERPRINT_COLUMNS values. Returns the keys to drop as duplicates and, by key, the rows to
     store as variants instead. A copy equal to the stored email value for value (the usual
     duplicate) is found without hashing.
     """
@@ -175,7 +184,9 @@ def against_stored(rows: Sequence[Row], lookup: Callable[[list[str]], dict[str, 
         key = row[0]
         if is_variant(key):  # a variant within the batch: a copy of the stored first one?
             base = stored.get("mid:" + row[3][MESSAGE_ID])
-            if key in stored or (base is not None and fingerprint(base) == key[4:20]):
+            if key in stored or (
+                base is not None and (same_source_email(row, base[0]) or fingerprint(base[1]) == key[4:20])
+            ):
                 drop.add(key)
             continue
         if key not in stored:
@@ -183,12 +194,13 @@ def against_stored(rows: Sequence[Row], lookup: Callable[[list[str]], dict[str, 
         if not key.startswith("mid:"):
             drop.add(key)  # the same source id or content hash: the same email
             continue
+        source_id, stored_values = stored[key]
         values = fingerprint_values(row)
-        if values == stored[key]:
+        if values == stored_values or same_source_email(row, source_id):
             drop.add(key)
             continue
         fp = fingerprint(values)
-        if fingerprint(stored[key]) == fp:
+        if fingerprint(stored_values) == fp:
             drop.add(key)
             continue
         variant = as_variant(row, fp)
@@ -235,8 +247,8 @@ def prepare_batch(emails: Iterable[Email]) -> PreparedBatch:
         if not key.startswith("mid:"):
             continue  # the same source id or content hash: the same email
         values = fingerprint_values(row)
-        if values == fingerprint_values(first[key]):
-            continue  # the usual duplicate: equal value for value, no hashing
+        if values == fingerprint_values(first[key]) or same_source_email(row, first[key][3][SOURCE_ID]):
+            continue  # the usual duplicate: equal value for value, no hashing; or the same source id
         fps = kept.get(key)
         if fps is None:
             fps = kept[key] = {row_fingerprint(first[key])}

@@ -93,7 +93,9 @@ class IngestWriter:
         # either wrote before it, and is seen by every lookup here, or writes after it
         with self.store.write():
             stored = self._stored(batch.rows)
-            fresh, (row_threads, key_threads) = without(batch, stored) if stored else (batch.rows, batch.threads)
+            fresh, (row_threads, key_threads) = (
+                without(batch, stored) if stored else (batch.rows, batch.threads)
+            )
             if fresh:
                 conv_of, new = self._thread(fresh, row_threads, key_threads)
                 self._insert(fresh, conv_of)
@@ -119,16 +121,17 @@ class IngestWriter:
         self.counts.variants += sum(1 for row in rows if is_variant(row[0]) and row[0] not in drop)
         return drop
 
-    def _stored_values(self, keys: list[str]) -> dict[str, list]:
-        """Of these dedupe keys, those stored already, each with what its email's fingerprint is
-        made of (rows.against_stored compares a copy of a Message-ID with it)."""
-        stored: dict[str, list] = {}
+    def _stored_values(self, keys: list[str]) -> dict[str, tuple[str | None, list]]:
+        """Of these dedupe keys, those stored already, each with its email's source id and what its
+        fingerprint is made of (rows.against_stored compares a copy of a Message-ID with them)."""
+        stored: dict[str, tuple[str | None, list]] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            for key, *values in self.conn.execute(
-                f"SELECT dedupe_key, {_FINGERPRINT_SQL} FROM emails WHERE dedupe_key IN ({marks})", chunk
+            for key, source_id, *values in self.conn.execute(
+                f"SELECT dedupe_key, source_id, {_FINGERPRINT_SQL} FROM emails WHERE dedupe_key IN ({marks})",
+                chunk,
             ):
-                stored[key] = values
+                stored[key] = (source_id, values)
         return stored
 
     def _thread(
@@ -178,7 +181,9 @@ class IngestWriter:
         proposed = list(set(fresh.values()))
         for chunk in _chunks(proposed):
             marks = ",".join("?" * len(chunk))
-            taken.update(r[0] for r in self.conn.execute(f"SELECT id FROM conversations WHERE id IN ({marks})", chunk))
+            taken.update(
+                r[0] for r in self.conn.execute(f"SELECT id FROM conversations WHERE id IN ({marks})", chunk)
+            )
         new: set[str] = set()
         for i, thread in enumerate(row_threads):
             if thread in fresh and thread not in chosen:
@@ -198,10 +203,16 @@ class IngestWriter:
     def _merge(self, survivor: str, others: list[str]) -> None:
         marks = ",".join("?" * len(others))
         c = self.conn
-        c.execute(f"UPDATE emails SET conversation_id = ? WHERE conversation_id IN ({marks})", [survivor, *others])
-        c.execute(f"UPDATE thread_keys SET conversation_id = ? WHERE conversation_id IN ({marks})", [survivor, *others])
         c.execute(
-            f"UPDATE email_analysis SET conversation_id = ? WHERE conversation_id IN ({marks})", [survivor, *others]
+            f"UPDATE emails SET conversation_id = ? WHERE conversation_id IN ({marks})", [survivor, *others]
+        )
+        c.execute(
+            f"UPDATE thread_keys SET conversation_id = ? WHERE conversation_id IN ({marks})",
+            [survivor, *others],
+        )
+        c.execute(
+            f"UPDATE email_analysis SET conversation_id = ? WHERE conversation_id IN ({marks})",
+            [survivor, *others],
         )
         c.execute(f"DELETE FROM conversation_analysis WHERE conversation_id IN ({marks})", others)
         c.execute(f"DELETE FROM conversations WHERE id IN ({marks})", others)
@@ -217,7 +228,11 @@ class IngestWriter:
             _INSERT_EMAIL,
             [(rowid, conv, ts, *row[3]) for rowid, conv, row in zip(rowids, conv_of, rows, strict=True)],
         )
-        recipients = [(rowid, kind, address) for rowid, row in zip(rowids, rows, strict=True) for kind, address in row[4]]
+        recipients = [
+            (rowid, kind, address)
+            for rowid, row in zip(rowids, rows, strict=True)
+            for kind, address in row[4]
+        ]
         if recipients:
             c.executemany("INSERT INTO recipients (email_rowid, kind, address) VALUES (?, ?, ?)", recipients)
 
@@ -328,7 +343,9 @@ def _new_conversations(new: set[str], rows: list[Row], conv_of: list[str]) -> di
                 s[0], s[2] = row[3][SUBJECT], date
             if s[3] is None or date > s[3]:
                 s[3] = date
-    return {conv: (base_subject(subject), n, first, last) for conv, (subject, n, first, last) in stats.items()}
+    return {
+        conv: (base_subject(subject), n, first, last) for conv, (subject, n, first, last) in stats.items()
+    }
 
 
 _INSERT_EMAIL = (
