@@ -231,10 +231,14 @@ def test_results_fit_80_columns_and_show_accepts_the_shown_short_id(home):
     assert table.returncode == 0
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
     rows = json.loads(home.run("results", "--json").stdout)
-    long_id = next(r["id"] for r in rows if len(r["id"]) > 20)
-    shown = home.run("show", long_id[-13:], "--json")
-    assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["id"] == long_id
+    # every id as the table shows it (a Graph id's tail, a Message-ID's local part) names its row
+    shown_ids = [line.split()[0] for line in table.stdout.splitlines() if line.strip().startswith("…")]
+    assert any(i.endswith("@…") for i in shown_ids) and len(shown_ids) == len(set(shown_ids)) >= 10
+    for short in shown_ids:
+        shown = home.run("show", short, "--json")
+        assert shown.returncode == 0, shown.stderr
+        full = json.loads(shown.stdout)["id"]
+        assert short.strip("…") in full and full in {r["id"] for r in rows}
 
 
 def test_show_with_an_ambiguous_part_of_an_id_asks_for_more(home):

@@ -21,6 +21,7 @@ class Table(_RichTable):
     def add_row(self, *renderables: Any, **kwargs: Any) -> None:
         super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **kwargs)
 
+
 PRIORITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "green"}
 STATUS_STYLE = {
     Status.ANALYZED: "green", Status.PARTIAL: "yellow", Status.FAILED: "red", Status.PENDING: "dim", Status.QUEUED: "cyan",
@@ -40,7 +41,12 @@ def results_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
     table = Table(title="Conversations", expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("conversation", no_wrap=True)
     # the subject takes what the fixed columns leave (Rich never shrinks a no_wrap column itself)
-    table.add_column("subject", overflow="ellipsis", no_wrap=True, max_width=max(12, min(60 if not with_summary else 40, room)))
+    table.add_column(
+        "subject",
+        overflow="ellipsis",
+        no_wrap=True,
+        max_width=max(12, min(60 if not with_summary else 40, room)),
+    )
     table.add_column("emails", justify="right", min_width=6)
     table.add_column("priority", min_width=8)
     table.add_column("complete", justify="right", min_width=8)
@@ -49,7 +55,9 @@ def results_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
     if with_llm:
         table.add_column("LLM", no_wrap=True, min_width=LLM_WIDTH, max_width=LLM_WIDTH)
     if with_summary:
-        table.add_column("phase 3 summary", overflow="ellipsis", no_wrap=True, max_width=min(80, room - 40 - 2))
+        table.add_column(
+            "phase 3 summary", overflow="ellipsis", no_wrap=True, max_width=min(80, room - 40 - 2)
+        )
     for r in rows:
         cells: list[Any] = [
             short_id(r["id"]),
@@ -91,8 +99,18 @@ SHORT_ID = 14
 
 
 def short_id(cid: str) -> str:
-    """Long source ids (Graph's are 44 characters) shown by their tail, which `show` accepts."""
-    return cid if len(cid) <= SHORT_ID else "…" + cid[-(SHORT_ID - 1) :]
+    """A long id shown by a part of it that `show` accepts (any unique part of an id names it).
+
+    Source ids (Graph's are 44 characters) are shown by their tail. A Message-ID's tail is its
+    domain, which every thread from one mail server shares, so it is shown by the end of its
+    local part instead: ``…4f2a9c1b7e@…``.
+    """
+    if len(cid) <= SHORT_ID:
+        return cid
+    local, at, _ = cid.rpartition("@")
+    if at and len(local) >= 4:
+        return "…" + local[-(SHORT_ID - 3) :] + "@…"
+    return "…" + cid[-(SHORT_ID - 1) :]
 
 
 def _entities(p1: dict[str, Any]) -> str:
@@ -203,7 +221,9 @@ def _bullets(items: Any, limit: int = 10) -> str:
 def _phase3_panel(p3: dict[str, Any]) -> Panel:
     grid = _grid()
     grid.add_row("summary", _one_line(p3.get("executive_summary")))
-    grid.add_row("escalation", Text("needed", style="bold red") if p3.get("escalation_needed") else Text("no"))
+    grid.add_row(
+        "escalation", Text("needed", style="bold red") if p3.get("escalation_needed") else Text("no")
+    )
     if p3.get("revenue_impact"):
         grid.add_row("revenue impact", _one_line(p3.get("revenue_impact")))
     for key in ("opportunity", "risk", "relationship"):
@@ -220,4 +240,6 @@ def _phase3_panel(p3: dict[str, Any]) -> Panel:
     if p3.get("fallback_reason"):
         grid.add_row("fallback", Text(_one_line(p3["fallback_reason"]), style="yellow"))
     fallback = p3.get("source") == "fallback"
-    return Panel(grid, title=f"phase 3 ({_source(p3)})", title_align="left", border_style="yellow" if fallback else "")
+    return Panel(
+        grid, title=f"phase 3 ({_source(p3)})", title_align="left", border_style="yellow" if fallback else ""
+    )

@@ -41,7 +41,23 @@ def export_records(store: Store, *, conversation_id: str | None = None) -> Itera
     if conversation_id:
         where, params = "WHERE e.conversation_id = ?", (conversation_id,)
     cur = store.conn.execute(_EXPORT_SQL.format(where=where), params)
-    for (_rowid, eid, mid, cid, subject, from_addr, from_name, date, p1, p2, cstatus, score, complete, tier, p3) in cur:
+    for (
+        _rowid,
+        eid,
+        mid,
+        cid,
+        subject,
+        from_addr,
+        from_name,
+        date,
+        p1,
+        p2,
+        cstatus,
+        score,
+        complete,
+        tier,
+        p3,
+    ) in cur:
         has_p1 = p1 is not None
         yield {
             "id": eid,
@@ -166,12 +182,16 @@ class AmbiguousId(Exception):
 
 def resolve_conversation_id(store: Store, given: str) -> str | None:
     """The conversation `given` names: its full id, or a part of one (what `results` shows) if unique."""
-    given = given.lstrip("…")
+    given = given.strip("…")  # as `results` shows it: "…tail" or "…local-part@…"
     if store.conn.execute("SELECT 1 FROM conversations WHERE id = ?", (given,)).fetchone():
         return given
-    rows = store.conn.execute("SELECT id FROM conversations WHERE instr(id, ?) > 0 LIMIT 6", (given,)).fetchall()
+    rows = store.conn.execute(
+        "SELECT id FROM conversations WHERE instr(id, ?) > 0 LIMIT 6", (given,)
+    ).fetchall()
     if len(rows) > 1:
-        raise AmbiguousId(f"{given!r} matches several conversations ({', '.join(r[0] for r in rows[:3])}, …): give more of the id")
+        raise AmbiguousId(
+            f"{given!r} matches several conversations ({', '.join(r[0] for r in rows[:3])}, …): give more of the id"
+        )
     return rows[0][0] if rows else None
 
 
