@@ -45,7 +45,9 @@ class Settings:
     key_senders: tuple[str, ...] = ()  # addresses or domains
     # the ceiling of each Ollama host's adaptive limit of requests in flight (mailcli.llm.limiter)
     llm_max_in_flight: int = 8
-    llm_timeout: float | None = None  # read timeout of an LLM call, seconds; None: 120 (phase 2), 300 (phase 3)
+    llm_timeout: float | None = (
+        None  # read timeout of an LLM call, seconds; None: 120 (phase 2), 300 (phase 3)
+    )
     window: int = 10_000  # feeder: most conversation jobs held in Redis at once
     redis_outage_limit: int = 120  # seconds a pool waits for an unreachable Redis before it exits 4
     heartbeat_timeout: float = 15.0  # seconds without a worker's heartbeat before it is killed
@@ -69,9 +71,25 @@ class Settings:
         return replace(self, **{k: v for k, v in flags.items() if v is not None})
 
 
-def _coerce(name: str, value: Any) -> Any:
+# settings that mailcli.toml must give as TOML strings (an environment variable is always one)
+_STRINGS = ("home", "db_path", "redis_url", "ollama_host", "phase2_model", "phase3_model")
+
+
+def _coerce(name: str, value: Any, where: str | None = None) -> Any:
+    """``value`` as setting ``name`` takes it; ``where`` names where it was set (the environment
+    variable, the key of mailcli.toml or the flag), for the error that says what to fix."""
+    where = where or name
+    try:
+        return _coerce_value(name, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+
+
+def _coerce_value(name: str, value: Any) -> Any:
     kinds = {f.name: f.type for f in fields(Settings)}
     kind = str(kinds[name])
+    if name in _STRINGS and not isinstance(value, str):
+        raise ConfigError(f"must be a string (in quotes), got {value!r}")
     if name in ("home", "db_path"):
         return Path(os.path.expanduser(str(value)))
     if kind == "bool":
@@ -82,17 +100,17 @@ def _coerce(name: str, value: Any) -> Any:
         try:
             n = int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+            raise ConfigError(f"must be a whole number, got {value!r}") from None
         if n < 1:
-            raise ConfigError(f"{name} must be at least 1, got {n}")
+            raise ConfigError(f"must be at least 1, got {n}")
         return n
     if name in ("heartbeat_timeout", "heartbeat_interval"):
         try:
             x = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+            raise ConfigError(f"must be a number of seconds, got {value!r}") from None
         if x <= 0:
-            raise ConfigError(f"{name} must be above 0, got {x}")
+            raise ConfigError(f"must be above 0, got {x}")
         return x
     if name == "task_modules":
         return tuple(m.strip() for m in (value.split(",") if isinstance(value, str) else value) if m.strip())
@@ -100,15 +118,15 @@ def _coerce(name: str, value: Any) -> Any:
         try:
             seconds = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+            raise ConfigError(f"must be a number of seconds, got {value!r}") from None
         if not seconds > 0 or seconds == float("inf"):
-            raise ConfigError(f"{name} must be a number of seconds above 0, got {value!r}")
+            raise ConfigError(f"must be a number of seconds above 0, got {value!r}")
         return seconds
     if name in ("own_domains", "partner_domains", "key_senders"):
         if isinstance(value, str):
             value = value.split(",")
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{name} in mailcli.toml must be a list of strings")
+            raise ConfigError("must be a list of strings")
         return tuple(str(v).strip().lower() for v in value if str(v).strip())
     return str(value)
 
@@ -124,22 +142,41 @@ def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None, **
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{toml_path}: not valid TOML ({exc}); fix the file or remove it") from None
         section = data.get("mailcli", data)
-        known = {f.name for f in fields(Settings)}
-        # friendlier toml names
-        aliases = {"data_dir": "home", "db": "db_path", "redis": "redis_url", "ollama": "ollama_host"}
         for key, value in section.items():
-            name = aliases.get(key, key)
-            if name in known:
-                values[name] = _coerce(name, value)
+            if key in ("mailcli", "senders") and isinstance(value, dict):
+                continue  # the tables, read on their own
+            name = TOML_ALIASES.get(key, key)
+            if name not in _TOML_KEYS:
+                raise ConfigError(
+                    f"{toml_path}: unknown setting {key!r}{_did_you_mean(key)}; fix or remove it"
+                )
+            values[name] = _coerce(name, value, f"{key} in {toml_path}")
         senders = data.get("senders", {})
-        for key in ("own_domains", "partner_domains", "key_senders"):
-            if key in senders:
-                values[key] = _coerce(key, senders[key])
+        for key, value in senders.items():
+            if key not in _SENDER_KEYS:
+                raise ConfigError(
+                    f"{toml_path}: unknown setting {key!r} in [senders]; use {', '.join(_SENDER_KEYS)}"
+                )
+            values[key] = _coerce(key, value, f"{key} in {toml_path}")
     for name, var in ENV_VARS.items():
         raw = env.get(var)
         if raw not in (None, ""):
-            values[name] = _coerce(name, raw)
+            values[name] = _coerce(name, raw, var)
     for name, value in flags.items():
         if value is not None:
-            values[name] = _coerce(name, value)
+            values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
     return Settings(**values)
+
+
+# mailcli.toml's names: the settings' own, and friendlier ones for the common four
+TOML_ALIASES = {"data_dir": "home", "db": "db_path", "redis": "redis_url", "ollama": "ollama_host"}
+_SENDER_KEYS = ("own_domains", "partner_domains", "key_senders")
+_TOML_KEYS = frozenset(f.name for f in fields(Settings))
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    names = sorted({*TOML_ALIASES, *(_TOML_KEYS - set(TOML_ALIASES.values()))})
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(names)}"

@@ -583,5 +583,5 @@ def test_the_read_timeout_and_the_ceiling_come_from_the_settings(tmp_path):
     assert default.client.limiter.ceiling == 8
     default.close()
     for bad in ("soon", "0", "-3", "inf"):
-        with pytest.raises(ConfigError, match="llm_timeout must be a number of seconds"):
+        with pytest.raises(ConfigError, match="MAILCLI_LLM_TIMEOUT must be a number of seconds"):
             load_settings(cwd=tmp_path, env={"MAILCLI_LLM_TIMEOUT": bad})
