@@ -53,6 +53,33 @@ def test_a_mail_tree_with_copies_of_one_message_id_says_how_many_were_kept(home)
     assert (out["ingested"], out["variants"], out["duplicates"]) == (0, 0, 9)
 
 
+def test_empty_inputs_are_named_not_silent(home, tmp_path):
+    """An empty file or folder holds no mail: said on stderr and counted, not a reject."""
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "empty.mbox").write_bytes(b"")
+    (tmp_path / "nothing").mkdir()
+    paths = [str(tmp_path / n) for n in ("empty.jsonl", "empty.mbox", "nothing")]
+    proc = home.run("ingest", *paths, "--no-enqueue")
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 read: 0 ingested, 0 duplicates, 0 rejected, 3 files passed over (not mail);" in " ".join(
+        proc.stdout.split()
+    )
+    stderr = " ".join(proc.stderr.split())
+    assert f"{paths[0]} (an empty file)" in stderr and f"{paths[2]} (an empty folder)" in stderr
+
+
+def test_an_mbox_read_as_eml_is_a_reject_naming_the_format(home, tmp_path):
+    box = tmp_path / "box.mbox"
+    box.write_bytes(
+        b"From a@x Mon Jan  1 00:00:00 2024\nSubject: 1\n\none\n\nFrom b@x Mon Jan  1 00:00:00 2024\nSubject: 2\n\ntwo\n"
+    )
+    proc = home.run("ingest", str(box), "--format", "eml", "--no-enqueue")
+    no_traceback(proc)
+    assert "this is an mbox; read it with --format mbox" in " ".join(proc.stderr.split())
+    assert "0 ingested" in proc.stdout
+
+
 def test_bookkeeping_files_in_a_maildir_are_named_and_do_not_fail_strict(home, tmp_path):
     box = tmp_path / "Maildir"
     for sub in ("cur", "new", "tmp"):
@@ -64,7 +91,7 @@ def test_bookkeeping_files_in_a_maildir_are_named_and_do_not_fail_strict(home, t
     no_traceback(proc)
     assert proc.returncode == 0
     line = " ".join(proc.stdout.split())
-    assert "1 read: 1 ingested, 0 duplicates, 0 rejected, 2 bookkeeping files passed over;" in line
+    assert "1 read: 1 ingested, 0 duplicates, 0 rejected, 2 files passed over (not mail);" in line
     assert ".DS_Store" in proc.stderr and "dovecot-uidlist" in proc.stderr
     _, out = ingest_json(home, str(box))
     assert out["skipped"] == 2 and sorted(out["skipped_paths"]) == [

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailcli.ingest.model import Skipped
 from mailcli.ingest.readers import Email, InputError, Reject, iter_records
 
 EXAMPLES = int(os.environ.get("MAILCLI_FUZZ_EXAMPLES", "40"))
@@ -54,9 +55,12 @@ def _storable(text: str) -> bool:
 
 
 def check_records(records: list) -> list[Email]:
-    """Only Email/Reject come out, with the types the store relies on."""
+    """Only Email/Reject come out (and Skipped for an empty input), with the types the store relies on."""
     emails = []
     for r in records:
+        if isinstance(r, Skipped):
+            assert r.reason == "an empty file" and records == [r], records
+            continue
         assert isinstance(r, Email | Reject), type(r)
         if isinstance(r, Reject):
             assert r.source and r.locator and r.reason and isinstance(r.reason, str)
@@ -111,7 +115,9 @@ scalars = st.one_of(
 )  # fmt: skip
 keys = st.one_of(st.sampled_from(sorted(set(FLAT_KEYS + GRAPH_KEYS + GMAIL_KEYS))), any_text)
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=6), max_leaves=25
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=6),
+    max_leaves=25,
 )
 b64url = st.binary(max_size=200).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="))
 
@@ -141,7 +147,18 @@ jsonl_lines = st.one_of(
 
 HEADER_NAMES = ["From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Importance",
                 "X-Priority", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", "X-GM-THRID", "Thread-Index"]  # fmt: skip
-CHARSETS = ["utf-8", "iso-8859-1", "windows-1252", "koi8-r", "gb2312", "shift_jis", "utf-16", "x-unknown", "", "utf-8'"]
+CHARSETS = [
+    "utf-8",
+    "iso-8859-1",
+    "windows-1252",
+    "koi8-r",
+    "gb2312",
+    "shift_jis",
+    "utf-16",
+    "x-unknown",
+    "",
+    "utf-8'",
+]
 ENCODINGS = ["7bit", "8bit", "base64", "quoted-printable", "binary", "x-uuencode", "garbage"]
 
 
@@ -164,7 +181,9 @@ def header_values(draw) -> bytes:
 @st.composite
 def mime_parts(draw, depth: int = 0) -> bytes:
     """A MIME entity: headers, then a leaf body or (nested) multipart, each piece possibly broken."""
-    headers = [(draw(st.sampled_from(HEADER_NAMES)), draw(header_values())) for _ in range(draw(st.integers(0, 5)))]
+    headers = [
+        (draw(st.sampled_from(HEADER_NAMES)), draw(header_values())) for _ in range(draw(st.integers(0, 5)))
+    ]
     multipart = depth < 3 and draw(st.booleans())
     lines = [f"{n}: ".encode() + v for n, v in headers]
     if multipart:
@@ -176,7 +195,9 @@ def mime_parts(draw, depth: int = 0) -> bytes:
         if draw(st.booleans()):
             body += b"--" + boundary.encode() + b"--\r\n"
     else:
-        ctype = draw(st.sampled_from(["text/plain", "text/html", "application/pdf", "image/png", "message/rfc822", ""]))
+        ctype = draw(
+            st.sampled_from(["text/plain", "text/html", "application/pdf", "image/png", "message/rfc822", ""])
+        )
         cs = draw(st.sampled_from(CHARSETS))
         enc = draw(st.sampled_from(ENCODINGS))
         name = draw(st.sampled_from(["", '; name="a.pdf"', "; name*=utf-8''%E2%82%AC.txt"]))
@@ -219,7 +240,9 @@ def test_every_json_object_is_an_email_or_a_reject_naming_its_line(objs):
     check_records(records)
     rejects = [r for r in records if isinstance(r, Reject)]
     assert all(r.locator.startswith("line ") for r in rejects)
-    assert len({r.locator for r in records if r.locator.startswith("line ")}) <= len(objs) or len(records) > len(objs)
+    assert len({r.locator for r in records if r.locator.startswith("line ")}) <= len(objs) or len(
+        records
+    ) > len(objs)
 
 
 @FUZZ
@@ -303,14 +326,17 @@ def test_a_forwarded_message_rfc822_part_keeps_its_text():
 
 def test_charset_that_is_not_a_codec_name_and_a_transfer_encoding_that_is_not_one_do_not_crash():
     m = eml(
-        b"From: a@b.com\nSubject: x\nContent-Type: text/plain; charset=\"utf-8\\\"; x\"\n"
+        b'From: a@b.com\nSubject: x\nContent-Type: text/plain; charset="utf-8\\"; x"\n'
         b"Content-Transfer-Encoding: x-unheard-of\n\nCaf\xe9 \xff\xfe PO 4500012345\n"
     )
     assert isinstance(m, Email) and "4500012345" in m.body
 
 
 def test_headers_without_a_blank_line_or_with_nul_bytes_degrade():
-    for data in (b"From: a@b.com\nSubject: s\x00ub\nDate: 32 Foo 2025\n", b"Subject:\n\tfolded only\nFrom: \n\n\x00\x00"):
+    for data in (
+        b"From: a@b.com\nSubject: s\x00ub\nDate: 32 Foo 2025\n",
+        b"Subject:\n\tfolded only\nFrom: \n\n\x00\x00",
+    ):
         check_records([eml(data)])
 
 
@@ -437,7 +463,9 @@ def test_copies_of_message_ids_are_counted_the_same_however_they_are_batched(ite
         assert w.counts.variants == len(distinct) - len({mid for mid, *_ in items})
         stored = store.conn.execute("SELECT message_id, subject, body, refs FROM emails").fetchall()
         assert len(stored) == len(distinct)
-        convs = dict(store.conn.execute("SELECT message_id, count(DISTINCT conversation_id) FROM emails GROUP BY 1"))
+        convs = dict(
+            store.conn.execute("SELECT message_id, count(DISTINCT conversation_id) FROM emails GROUP BY 1")
+        )
         assert set(convs.values()) == {1}  # all copies of a Message-ID in one conversation
         again = IngestWriter(store)
         again.add_emails(emails())

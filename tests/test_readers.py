@@ -224,9 +224,18 @@ def gmail_message(i: int, thread: str = "t1") -> dict:
 
 def test_gmail_thread_on_one_line_yields_each_message(tmp_path):
     """What users.threads.get returns: the thread's messages are the records, like a Graph page's."""
-    thread = {"id": "t1", "historyId": "901", "messages": [gmail_message(1), gmail_message(2), {"id": "m3", "threadId": "t1"}]}
+    thread = {
+        "id": "t1",
+        "historyId": "901",
+        "messages": [gmail_message(1), gmail_message(2), {"id": "m3", "threadId": "t1"}],
+    }
     records = list(iter_records(write_jsonl(tmp_path / "thread.jsonl", thread, gmail_message(4, "t2"))))
-    assert [r.locator for r in records] == ["line 1 message 1", "line 1 message 2", "line 1 message 3", "line 2"]
+    assert [r.locator for r in records] == [
+        "line 1 message 1",
+        "line 1 message 2",
+        "line 1 message 3",
+        "line 2",
+    ]
     assert [(r.body, r.source_conversation_id) for r in records if isinstance(r, Email)] == [
         ("message 1", "t1"), ("message 2", "t1"), ("message 4", "t2"),
     ]  # fmt: skip
@@ -239,7 +248,11 @@ def test_gmail_list_pages_name_what_to_fetch(tmp_path):
                         {"id": "t2", "snippet": "hi", "historyId": "9"}], "nextPageToken": "abc"}  # fmt: skip
     listed = {"messages": [{"id": "m1", "threadId": "t1"}], "resultSizeEstimate": 1}  # users.messages.list
     records = list(iter_records(write_jsonl(tmp_path / "pages.jsonl", page, listed)))
-    assert [r.locator for r in records] == ["line 1 thread 1 message 1", "line 1 thread 2", "line 2 message 1"]
+    assert [r.locator for r in records] == [
+        "line 1 thread 1 message 1",
+        "line 1 thread 2",
+        "line 2 message 1",
+    ]
     assert isinstance(records[0], Email) and records[0].body == "message 1"
     assert "users.threads.get" in records[1].reason and "format=full" in records[2].reason
 
@@ -481,7 +494,9 @@ def test_directory_of_eml_files(tmp_path):
         ("first", "a.eml", str(tmp_path / "a.eml")),
         ("second", "b.eml", str(tmp_path / "b.eml")),
     ]
-    assert [r for r in records if not isinstance(r, Email)] == [Skipped(str(tmp_path / ".DS_Store"), "a hidden file")]
+    assert [r for r in records if not isinstance(r, Email)] == [
+        Skipped(str(tmp_path / ".DS_Store"), "a hidden file")
+    ]
 
 
 def test_maildir_reads_cur_and_new(tmp_path):
@@ -539,7 +554,7 @@ def test_stdin_without_peek_is_still_read(monkeypatch):
         buffer = io.FileIO(os.open(os.devnull, os.O_RDONLY), closefd=True)
 
     monkeypatch.setattr(sys, "stdin", RawStdin)
-    assert list(iter_records("-")) == []
+    assert list(iter_records("-")) == [Skipped("-", "an empty file")]  # read, and nothing in it
     RawStdin.buffer.close()
 
 

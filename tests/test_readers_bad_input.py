@@ -59,7 +59,8 @@ def test_truncated_json_line_says_it_was_cut_off(tmp_path):
 )
 def test_json_that_is_not_an_object_is_rejected(tmp_path, line, got):
     [reject] = list(iter_records(jsonl(tmp_path / "n.jsonl", line)))
-    assert reject == Reject(str(tmp_path / "n.jsonl"), "line 1", f"expected a JSON object, got {got}")
+    hint = ": a JSON array is not JSON Lines; convert it with `jq -c '.[]' FILE`" if got == "list" else ""
+    assert reject == Reject(str(tmp_path / "n.jsonl"), "line 1", f"expected a JSON object, got {got}{hint}")
 
 
 @pytest.mark.parametrize(
@@ -245,9 +246,9 @@ def test_utf8_bom_on_the_first_line_is_ignored(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["empty.jsonl", "empty.mbox", "empty.eml", "empty"])
-def test_empty_file_yields_nothing(tmp_path, name):
+def test_empty_file_is_passed_over_and_named(tmp_path, name):
     (tmp_path / name).write_bytes(b"")
-    assert list(iter_records(tmp_path / name)) == []
+    assert list(iter_records(tmp_path / name)) == [Skipped(str(tmp_path / name), "an empty file")]
 
 
 @pytest.mark.parametrize("name", ["noise.bin", "noise.jsonl", "noise.eml", "noise"])
@@ -529,7 +530,9 @@ def test_a_maildir_tree_is_read_whole_and_what_is_not_mail_is_named(tmp_path, fm
     assert "binary data" in named["notes.pdf"]
     assert "move it to new/" in named["tmp/3"]
     # mail tools' bookkeeping: passed over, each one named
-    skipped = {Path(r.source).relative_to(top).as_posix(): r.reason for r in records if isinstance(r, Skipped)}
+    skipped = {
+        Path(r.source).relative_to(top).as_posix(): r.reason for r in records if isinstance(r, Skipped)
+    }
     assert skipped == {
         ".uidvalidity": "a hidden file",
         "courierimapkeywords": "a mail server's Maildir bookkeeping folder",
@@ -566,7 +569,9 @@ def test_a_maildir_with_new_only_and_a_maildirpp_folder_with_cur_only_are_read_w
 
     def msg(folder: Path, name: str, mid: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(f"Message-ID: <{mid}@x>\nFrom: a@x.example\nSubject: {mid}\n\nbody {mid}\n")
+        (folder / name).write_text(
+            f"Message-ID: <{mid}@x>\nFrom: a@x.example\nSubject: {mid}\n\nbody {mid}\n"
+        )
 
     msg(md / "new", "1", "n1")
     msg(md / "new", "2", "n2")
@@ -577,7 +582,9 @@ def test_a_maildir_with_new_only_and_a_maildirpp_folder_with_cur_only_are_read_w
         records = list(iter_records(md, fmt))
         emails = sorted(r.message_id for r in records if isinstance(r, Email))
         assert emails == ["n1@x", "n2@x", "s4@x", "s5@x"], (fmt, records)
-        assert [(r.locator, "tmp/" in r.reason) for r in records if isinstance(r, Reject)] == [("tmp/3", True)]
+        assert [(r.locator, "tmp/" in r.reason) for r in records if isinstance(r, Reject)] == [
+            ("tmp/3", True)
+        ]
 
 
 def test_an_mbox_cut_off_inside_its_last_message_keeps_it_with_a_note(tmp_path):

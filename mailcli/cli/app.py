@@ -139,7 +139,7 @@ def ingest(
                     "conversations": summary.conversations,
                     "seconds": round(elapsed, 3),
                     "rejects": [_reject_dict(r) for r in summary.rejects],
-                    "skipped": summary.skipped,  # bookkeeping files passed over: not mail, not rejects
+                    "skipped": summary.skipped,  # bookkeeping and empty files passed over: not rejects
                     "skipped_paths": summary.skipped_paths,
                     "enqueue_error": unreachable,
                 }
@@ -153,10 +153,12 @@ def ingest(
         if summary.rejected > 10:
             err_console.print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
         if summary.skipped:
-            shown = ", ".join(summary.skipped_paths[:3]) + (", …" if summary.skipped > 3 else "")
-            err_console.print(
-                f"passed over (mail tools' bookkeeping, not mail): {escape(shown)}", highlight=False
-            )
+            named = [
+                f"{p} ({why})"
+                for p, why in zip(summary.skipped_paths[:3], summary.skipped_reasons, strict=False)
+            ]
+            shown = ", ".join(named) + (", …" if summary.skipped > 3 else "")
+            err_console.print(f"passed over (not mail): {escape(shown)}", highlight=False)
         rate = summary.seen / elapsed if elapsed > 0 else 0
         console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
                       highlight=False)  # fmt: skip

@@ -258,9 +258,9 @@ def _invalid_json(source: str, n: int, line: str, exc: json.JSONDecodeError) -> 
 def record_from_json(obj: Any, source: str, locator: str, notes: list[str] | None = None) -> Email | Reject:
     """One decoded JSON value -> Email, or a Reject saying why not. Detects the shape."""
     if type(obj) is not dict:
-        return Reject(
-            source, locator, f"expected a JSON object, got {_JSON_TYPE.get(type(obj), type(obj).__name__)}"
-        )
+        got = _JSON_TYPE.get(type(obj), type(obj).__name__)
+        hint = ": a JSON array is not JSON Lines; convert it with `jq -c '.[]' FILE`" if type(obj) is list else ""
+        return Reject(source, locator, f"expected a JSON object, got {got}{hint}")
     if notes is None:
         notes = []
     try:

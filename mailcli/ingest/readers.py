@@ -185,7 +185,8 @@ def _iter_stream(f: BinaryIO, source: str, name: str, fmt: str, chunking: Chunki
     """Read one open file in ``fmt`` ("auto" sniffs it). ``name`` is the .eml locator."""
     head = _peek(f)
     if not head:
-        return  # an empty file yields nothing
+        yield Skipped(source, "an empty file")  # nothing to read, but said: the user may expect mail in it
+        return
     sniffed = _sniff(name, head)
     if sniffed == "binary":
         yield Reject(source, "file", f"binary data, {UNSUPPORTED}")
@@ -203,7 +204,13 @@ def _iter_stream(f: BinaryIO, source: str, name: str, fmt: str, chunking: Chunki
     elif fmt == "mbox":
         yield from iter_mbox(f, source)
     else:  # eml: one message, bounded in size
-        yield email_from_bytes(f.read(), source, name)
+        data = f.read()
+        if sniffed == "mbox" and b"\n\nFrom " in data:
+            # --format eml on an mbox: read as one message, its messages would be one email's body
+            yield Reject(source, "file", "several messages, each after a 'From ' line: this is an mbox;"
+                         " read it with --format mbox (or auto)")  # fmt: skip
+            return
+        yield email_from_bytes(data, source, name)
 
 
 def _iter_file(path: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
@@ -233,7 +240,12 @@ def _iter_dir(root: Path, fmt: str, chunking: Chunking) -> Iterator[Unit]:
     (.DS_Store, mbsync's .uidvalidity), hidden folders that are not Maildirs (.git, .notmuch), and
     a mail server's files and folders in a Maildir (dovecot-uidlist, courierimapkeywords/).
     """
-    yield from _walk(root, root, fmt, chunking, set())
+    anything = False
+    for unit in _walk(root, root, fmt, chunking, set()):
+        anything = True
+        yield unit
+    if not anything:
+        yield Skipped(str(root), "an empty folder")
 
 
 def _walk(top: Path, folder: Path, fmt: str, chunking: Chunking, seen: set[str]) -> Iterator[Unit]:
@@ -282,7 +294,9 @@ def _iter_messages(top: Path, folder: Path) -> Iterator[Email | Reject | Skipped
     try:
         names = sorted(os.listdir(folder))
     except OSError as exc:
-        yield Reject(str(top), folder.relative_to(top).as_posix(), f"cannot read folder: {exc.strerror or exc}")
+        yield Reject(
+            str(top), folder.relative_to(top).as_posix(), f"cannot read folder: {exc.strerror or exc}"
+        )
         return
     for name in names:
         path = folder / name

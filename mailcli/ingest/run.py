@@ -52,8 +52,9 @@ class IngestSummary:
     conversations: int = 0  # conversations created or changed by this ingest
     merged: int = 0
     rejects: list[Reject] = field(default_factory=list)  # the first few, to show the user
-    skipped: int = 0  # bookkeeping files and folders passed over (not read, not rejects)
+    skipped: int = 0  # files and folders passed over: bookkeeping, empty (not read, not rejects)
     skipped_paths: list[str] = field(default_factory=list)  # the first few, to show the user
+    skipped_reasons: list[str] = field(default_factory=list)  # why, one for each of skipped_paths
     touched: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -70,7 +71,7 @@ class IngestSummary:
     def _skipped(self) -> str:
         if not self.skipped:
             return ""
-        return f", {self.skipped} bookkeeping {'file' if self.skipped == 1 else 'files'} passed over"
+        return f", {self.skipped} {'file' if self.skipped == 1 else 'files'} passed over (not mail)"
 
 
 def check_paths(paths: Sequence[str]) -> None:
@@ -128,9 +129,11 @@ def ingest_paths(
         for prepared, records in parsed:
             rejects = [r for r in records if isinstance(r, Reject)]
             if len(rejects) < len(records):
-                skipped = [r.source for r in records if isinstance(r, Skipped)]
+                skipped = [r for r in records if isinstance(r, Skipped)]
                 summary.skipped += len(skipped)
-                summary.skipped_paths.extend(skipped[: 20 - len(summary.skipped_paths)])
+                room = 20 - len(summary.skipped_paths)
+                summary.skipped_paths.extend(r.source for r in skipped[:room])
+                summary.skipped_reasons.extend(r.reason for r in skipped[:room])
             writer.add_rejects(rejects)
             writer.add_batch(prepared)
             checkpoints.nudge()
@@ -166,7 +169,9 @@ def ingest_paths(
 # --------------------------------------------------------------------------------------------
 
 
-def _batches(units: Iterable[Email | Reject | Skipped | LineChunk], batch_size: int) -> Iterator[LineChunk | list]:
+def _batches(
+    units: Iterable[Email | Reject | Skipped | LineChunk], batch_size: int
+) -> Iterator[LineChunk | list]:
     """One write batch each: a chunk of JSONL lines, or records the readers already parsed,
     grouped by count and body size."""
     records: list[Email | Reject | Skipped] = []
