@@ -462,3 +462,11 @@ def test_ingest_with_redis_unreachable_says_what_it_stored_then_why_nothing_was_
             store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'pending'").fetchone()[0]
             == 9
         )
+
+
+def test_debug_goes_before_or_after_the_command(home):
+    """--debug is taken before the command too: it shows the traceback an expected error hides."""
+    for args in (("--debug", "results"), ("results", "--debug")):
+        proc = home.run(*args)
+        assert proc.returncode == 1 and "Traceback" in proc.stderr, (args, proc.stderr)
+    assert "Traceback" not in home.run("results").stderr

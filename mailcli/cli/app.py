@@ -57,8 +57,16 @@ def main_callback(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Verbose logs for any command (as MAILCLI_DEBUG=1, or --debug after it)."
+        ),
+    ] = False,
 ) -> None:
     """mailcli: ingest email exports, analyse them in three phases, read the results."""
+    if debug:  # every command reads MAILCLI_DEBUG, and so do the workers it starts
+        os.environ["MAILCLI_DEBUG"] = "1"
 
 
 def _open_store(readonly: bool = False):
