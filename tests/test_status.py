@@ -132,7 +132,11 @@ def cli_env(home: Path, redis_url: str | None, ollama_url: str) -> dict[str, str
 
 def run_status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mailcli", "status", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "mailcli", "status", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -161,7 +165,9 @@ def fill_store(db: Path, ollama_url: str) -> dict:
                 at = now - timedelta(seconds=30 + 60 * (i % 4))  # minutes 0..3 ago
                 expect["per_minute"][14 - i % 4] += n
                 expect["tiers"][str(tier)] = expect["tiers"].get(str(tier), 0) + 1
-                rowids = [r[0] for r in c.execute("SELECT rowid FROM emails WHERE conversation_id = ?", (cid,))]
+                rowids = [
+                    r[0] for r in c.execute("SELECT rowid FROM emails WHERE conversation_id = ?", (cid,))
+                ]
                 for k, rowid in enumerate(rowids):
                     phase2 = None
                     if tier >= 2:
@@ -185,7 +191,11 @@ def fill_store(db: Path, ollama_url: str) -> dict:
                 c.execute("UPDATE conversations SET status = 'analyzed' WHERE id = ?", (cid,))
             c.execute(
                 "UPDATE conversations SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                ("Traceback (most recent call last):\n  ...\nValueError: conversation blew up", iso(now), failed[0]),
+                (
+                    "Traceback (most recent call last):\n  ...\nValueError: conversation blew up",
+                    iso(now),
+                    failed[0],
+                ),
             )
             # the ledger: the stand-in answers (latency 100..2000 ms), the closed port failed five times
             # in a row just now (its breaker is open), a host only the workers know answered once
@@ -219,7 +229,12 @@ def publish_running_pool(conn: redis.Redis, *, host: str = "coordinator", now: f
         "recovered": 2, "replaced": 1, "crash_reason": "",
     })  # fmt: skip
     for n, (state, job, beat_age) in enumerate(
-        [("busy", "mailcli-aaaaaaaaaaaaaaaaaaaaaaaa", 0.5), ("idle", "", 1.0), ("busy", "mailcli-bbbb", 60.0)], 1
+        [
+            ("busy", "mailcli-aaaaaaaaaaaaaaaaaaaaaaaa", 0.5),
+            ("idle", "", 1.0),
+            ("busy", "mailcli-bbbb", 60.0),
+        ],
+        1,
     ):
         name = f"mailcli.{host}.4242.{n}"
         publish_worker(conn, name, {
@@ -322,7 +337,10 @@ def test_percentile_is_nearest_rank():
         ([("retry", None, 99)] * 5 + [("ok", 200, 99)], "closed"),
         ([("error", 404, 99)] * 6, "closed"),  # a 4xx is the request's fault, not the host's
         ([("error", 500, 99)] * 5, "open"),
-        ([("retry", 503, 99)] * 6, "closed"),  # busy (queue full): the host answered; its limit shrinks instead
+        (
+            [("retry", 503, 99)] * 6,
+            "closed",
+        ),  # busy (queue full): the host answered; its limit shrinks instead
         ([("retry", None, 99)] * 4 + [("retry", 429, 99)] + [("retry", None, 99)], "closed"),
         ([("invalid", 200, 99)] * 6, "closed"),  # answers the schema check rejected: the host is fine
     ],
@@ -370,7 +388,14 @@ def test_snapshot_reads_published_pool_workers_queues_and_failures(conn, redis_s
     assert snap.redis.state == "ok" and snap.redis.version
     assert snap.pool_running
     [pool] = snap.pools
-    assert (pool.host, pool.pid, pool.min, pool.max, pool.target, pool.current) == ("coordinator", 4242, 2, 10, 3, 3)
+    assert (pool.host, pool.pid, pool.min, pool.max, pool.target, pool.current) == (
+        "coordinator",
+        4242,
+        2,
+        10,
+        3,
+        3,
+    )
     assert pool.decision == "backlog of 7 jobs with 2/3 busy"
     assert 3700 < pool.uptime_s < 3800 and not pool.stale and pool.remote_host
     assert (pool.recovered, pool.replaced, pool.window) == (2, 1, 10000)
@@ -414,7 +439,9 @@ def test_snapshot_counts_progress_per_phase_tier_and_minute(conn, redis_sock, ho
     assert pr.per_minute == filled["per_minute"]
     # no pool: the rate is over the time since the window's first result (3.5 minutes ago), not 5 minutes
     assert 210 <= pr.rate_observed_s <= 212
-    assert pr.rate_per_min == pytest.approx(sum(filled["per_minute"][-5:]) / pr.rate_observed_s * 60, rel=1e-3)
+    assert pr.rate_per_min == pytest.approx(
+        sum(filled["per_minute"][-5:]) / pr.rate_observed_s * 60, rel=1e-3
+    )
     assert pr.remaining == filled["remaining"]
     # no pool, and no result in the last 10 s: nothing is working, so no ETA (see test_no_eta_once_nothing_works_any_more)
     assert pr.eta_s is None
@@ -458,7 +485,9 @@ def test_ollama_hosts_show_their_shared_limit_queueing_and_tokens(conn, redis_so
     assert families["mailcli_ollama_in_flight"] == [(f'host="{ollama.url}"', 1.0)]
     assert families["mailcli_ollama_wait_seconds"] == [(f'host="{ollama.url}"', 0.5)]
     documented = set(re.findall(r"`(mailcli_[a-z0-9_]+)`", (ROOT / "docs" / "metrics.md").read_text()))
-    assert {"mailcli_ollama_limit", "mailcli_ollama_in_flight", "mailcli_ollama_tokens_per_second"} <= set(families)
+    assert {"mailcli_ollama_limit", "mailcli_ollama_in_flight", "mailcli_ollama_tokens_per_second"} <= set(
+        families
+    )
     assert set(families) <= documented
     text = draw(snap, 160)
     assert "limit" in text and "1/2.1" in text
@@ -677,7 +706,11 @@ def test_a_password_that_works_is_never_printed_either(conn, redis_sock, home, f
 
 def test_bad_flags_are_usage_errors(home, ollama):
     env = cli_env(home, None, ollama.url)
-    for args in (("--format", "xml"), ("--watch", "--format", "prometheus"), ("--json", "--format", "prometheus")):
+    for args in (
+        ("--format", "xml"),
+        ("--watch", "--format", "prometheus"),
+        ("--json", "--format", "prometheus"),
+    ):
         out = run_status(env, *args)
         assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr)
     assert "Examples" in run_status(env, "--help").stdout
@@ -686,9 +719,9 @@ def test_bad_flags_are_usage_errors(home, ollama):
 # ------------------------------------------------------------------------------------------ prometheus
 
 SAMPLE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
     r'(?:\{(?P<labels>[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*)\})?'
-    r' (?P<value>[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|Inf|NaN))$'
+    r" (?P<value>[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|Inf|NaN))$"
 )
 
 
@@ -720,7 +753,9 @@ def test_prometheus_exposition_parses_and_is_documented(conn, redis_sock, home, 
 
     assert all(name.startswith("mailcli_") for name in families)
     assert ('priority="high",state="queued"', 1.0) in families["mailcli_queue_jobs"]
-    assert any('worker="mailcli.coordinator.4242.1"' in labels for labels, _ in families["mailcli_worker_rss_bytes"])
+    assert any(
+        'worker="mailcli.coordinator.4242.1"' in labels for labels, _ in families["mailcli_worker_rss_bytes"]
+    )
     assert (f'host="{DOWN_OLLAMA}",state="open"', 1.0) in families["mailcli_ollama_breaker"]
     assert ('phase="1"', float(filled["phase1"])) in families["mailcli_emails_analyzed"]
     documented = set(re.findall(r"`(mailcli_[a-z0-9_]+)`", (ROOT / "docs" / "metrics.md").read_text()))
@@ -747,7 +782,11 @@ def test_watch_redraws_in_a_terminal_and_ctrl_c_ends_it_cleanly(conn, redis_sock
             import fcntl
 
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 80, 0, 0))
-            os.execve(sys.executable, [sys.executable, "-m", "mailcli", "status", "--watch", "--interval", "0.2"], env)
+            os.execve(
+                sys.executable,
+                [sys.executable, "-m", "mailcli", "status", "--watch", "--interval", "0.2"],
+                env,
+            )
         finally:
             os._exit(127)
     output = bytearray()
@@ -802,6 +841,26 @@ def test_watch_json_prints_one_object_per_interval(conn, redis_sock, home, fille
     assert proc.returncode == 0 and "Traceback" not in err
 
 
+def test_watch_piped_prints_each_frame_as_it_comes(conn, redis_sock, home, filled, ollama):
+    """Piped, there is no cursor to redraw with: each frame is printed in turn, the first at once
+    (it printed nothing until Ctrl-C, then one frame)."""
+    env = cli_env(home, f"unix://{redis_sock}", ollama.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailcli", "status", "--watch", "--interval", "0.2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        while sum("Workers" in line for line in seen) < 2:
+            line = proc.stdout.readline()
+            assert line, "the watch ended before two frames"
+            seen.append(line)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
 # ------------------------------------------------------------------------------------------ cost
 
 
@@ -810,13 +869,28 @@ def fill_synthetic(db: Path, n_emails: int = 100_000, per_conversation: int = 4)
     conversations, a ledger row per phase 2 email."""
     now = datetime.now(UTC)
     body = "Please find PO 4500012345 for part AB-1234 and the quote below. " * 16
-    p1 = json.dumps({"po_numbers": ["4500012345"], "part_numbers": ["AB-1234"], "amounts": [1234.5],
-                     "workflow_state": "ORDER_MANAGEMENT", "urgency_score": 3, "priority": "high",
-                     "detected_patterns": [], "sender_category": "standard"} | {f"k{i}": "v" * 20 for i in range(12)})
-    p2 = {"summary": "The customer asks for a quote and confirms the order. " * 5, "confidence": 0.8,
-          "action_items": [{"task": "send quote", "owner": "sales", "deadline": "2025-03-10"}] * 3,
-          "missed_entities": {"company_names": ["Globex", "Initech"], "people": ["Ann", "Bob"]},
-          "risk_assessment": "low " * 30, "initial_response": "Thanks, on it. " * 10, "model": "llama3.2:3b"}
+    p1 = json.dumps(
+        {
+            "po_numbers": ["4500012345"],
+            "part_numbers": ["AB-1234"],
+            "amounts": [1234.5],
+            "workflow_state": "ORDER_MANAGEMENT",
+            "urgency_score": 3,
+            "priority": "high",
+            "detected_patterns": [],
+            "sender_category": "standard",
+        }
+        | {f"k{i}": "v" * 20 for i in range(12)}
+    )
+    p2 = {
+        "summary": "The customer asks for a quote and confirms the order. " * 5,
+        "confidence": 0.8,
+        "action_items": [{"task": "send quote", "owner": "sales", "deadline": "2025-03-10"}] * 3,
+        "missed_entities": {"company_names": ["Globex", "Initech"], "people": ["Ann", "Bob"]},
+        "risk_assessment": "low " * 30,
+        "initial_response": "Thanks, on it. " * 10,
+        "model": "llama3.2:3b",
+    }
     p3 = json.dumps({"executive_summary": "A steady customer. " * 30, "source": "model", "model": "phi4:14b"})
     with Store.open(db) as store:
         c = store.conn
@@ -831,21 +905,37 @@ def fill_synthetic(db: Path, n_emails: int = 100_000, per_conversation: int = 4)
                 rowid = ci * per_conversation + k + 1
                 emails.append((rowid, f"id{rowid}", f"dk{rowid}", cid, body, at))
                 if analysed:
-                    phase2 = json.dumps(p2 | {"source": "fallback" if rowid % 20 == 0 else "model"}) if tier > 1 else None
+                    phase2 = (
+                        json.dumps(p2 | {"source": "fallback" if rowid % 20 == 0 else "model"})
+                        if tier > 1
+                        else None
+                    )
                     analyses.append((rowid, cid, p1, phase2, at))
                     if phase2:
                         calls.append((f"c{rowid}", rowid, 300.0 + rowid % 2000, at))
             if analysed:
-                conv_analyses.append((cid, tier, json.dumps({"plan": {"phase3": tier == 3}}), p3 if tier == 3 else None, at))
+                conv_analyses.append(
+                    (cid, tier, json.dumps({"plan": {"phase3": tier == 3}}), p3 if tier == 3 else None, at)
+                )
         with c:
-            c.executemany("INSERT INTO conversations (id, email_count, status, updated_at) VALUES (?, ?, ?, ?)", convs)
-            c.executemany("INSERT INTO emails (rowid, id, dedupe_key, conversation_id, body, source, locator,"
-                          " ingested_at) VALUES (?, ?, ?, ?, ?, 'synthetic', 'x', ?)", emails)
-            c.executemany("INSERT INTO email_analysis (email_rowid, conversation_id, phase1, priority, phase2,"
-                          " analyzed_at) VALUES (?, ?, ?, 'high', ?, ?)", analyses)
-            c.executemany("INSERT INTO conversation_analysis (conversation_id, completeness, is_complete, tier,"
-                          " detail, phase3, status, analyzed_at) VALUES (?, 50, 0, ?, ?, ?, 'analyzed', ?)",
-                          conv_analyses)
+            c.executemany(
+                "INSERT INTO conversations (id, email_count, status, updated_at) VALUES (?, ?, ?, ?)", convs
+            )
+            c.executemany(
+                "INSERT INTO emails (rowid, id, dedupe_key, conversation_id, body, source, locator,"
+                " ingested_at) VALUES (?, ?, ?, ?, ?, 'synthetic', 'x', ?)",
+                emails,
+            )
+            c.executemany(
+                "INSERT INTO email_analysis (email_rowid, conversation_id, phase1, priority, phase2,"
+                " analyzed_at) VALUES (?, ?, ?, 'high', ?, ?)",
+                analyses,
+            )
+            c.executemany(
+                "INSERT INTO conversation_analysis (conversation_id, completeness, is_complete, tier,"
+                " detail, phase3, status, analyzed_at) VALUES (?, 50, 0, ?, ?, ?, 'analyzed', ?)",
+                conv_analyses,
+            )
             c.executemany("INSERT INTO llm_calls (call_key, email_rowid, phase, model, prompt_version, input_hash,"
                           " host, duration_ms, attempt, outcome, created_at) VALUES (?, ?, 2, 'llama3.2:3b', 'v1',"
                           " 'h', 'http://127.0.0.1:11434', ?, 1, 'ok', ?)", calls)  # fmt: skip
@@ -868,4 +958,3 @@ def test_status_snapshot_is_cheap_on_100k_emails_and_10_workers(conn, redis_sock
         took.append(snap.took_ms)
     assert len(snap.workers) == 10 and snap.progress.emails == 100_000
     assert min(took) < 300, took
-

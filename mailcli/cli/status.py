@@ -35,7 +35,9 @@ EPILOG = (
 
 
 def status(
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw in place every --interval until Ctrl-C.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Redraw in place every --interval until Ctrl-C.")
+    ] = False,
     interval: Annotated[
         float, typer.Option("--interval", "-n", min=0.1, help="Seconds between redraws with --watch.")
     ] = 1.0,
@@ -55,7 +57,9 @@ def status(
             raise CliError("--json and --format prometheus exclude each other: give one", EXIT_USAGE)
         fmt = "json"
     if watch and fmt == "prometheus":
-        raise CliError("--watch draws text or JSON lines; scrape `--format prometheus` without --watch", EXIT_USAGE)
+        raise CliError(
+            "--watch draws text or JSON lines; scrape `--format prometheus` without --watch", EXIT_USAGE
+        )
 
     with StatusReader(settings()) as reader:
         if watch and fmt == "text":
@@ -93,6 +97,16 @@ def _watch(reader, interval: float) -> bool:
     from mailcli.status.render import StatusView
 
     unreachable = False
+    if not console.real.is_terminal:
+        # piped or redirected: no cursor to redraw in place with, so each frame is printed in turn
+        try:
+            for snap in _ticks(reader, interval):
+                unreachable = snap.redis_unreachable
+                console.real.print(StatusView(snap))
+                console.real.file.flush()
+        except (KeyboardInterrupt, BrokenPipeError):
+            pass
+        return unreachable
     try:
         with Live(console=console.real, screen=False, auto_refresh=False, transient=False,
                   redirect_stdout=False, redirect_stderr=False) as live:  # fmt: skip
