@@ -92,6 +92,9 @@ def _coerce_value(name: str, value: Any) -> Any:
         raise ConfigError(f"must be a string (in quotes), got {value!r}")
     if name in ("home", "db_path"):
         return Path(os.path.expanduser(str(value)))
+    if name == "ollama_host":
+        _check_ollama_hosts(value)
+        return value
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -166,6 +169,27 @@ def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None, **
         if value is not None:
             values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
     return Settings(**values)
+
+
+def _check_ollama_hosts(value: str) -> None:
+    """OLLAMA_HOST as Ollama reads it (mailcli.llm.hosts), and hosts that are names or addresses:
+    a typo is said here, not found later as a host that never answers."""
+    from mailcli.llm.hosts import parse_hosts
+
+    fix = "give URLs such as http://127.0.0.1:11434, several separated by commas"
+    try:
+        hosts = parse_hosts(value)
+    except ValueError as exc:  # its message names the fix
+        raise ConfigError(f"is not usable: {exc}") from None
+    for url in hosts:
+        scheme, _, rest = url.partition("://")
+        host = rest.rsplit(":", 1)[0] if not rest.startswith("[") else rest.split("]")[0][1:]
+        if (
+            scheme not in ("http", "https")
+            or not host
+            or any(c.isspace() or c in "<>\"'`{}|\\^" for c in host)
+        ):
+            raise ConfigError(f"has {url!r}, which is not an address Ollama can be reached at; {fix}")
 
 
 # mailcli.toml's names: the settings' own, and friendlier ones for the common four

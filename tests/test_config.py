@@ -84,3 +84,26 @@ def test_an_unusable_data_directory_names_the_setting(home, tmp_path):
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "cannot use the data directory" in proc.stderr and "set MAILCLI_HOME" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("http://gpu1:11434,gpu2", ["http://gpu1:11434", "http://gpu2:11434"]),
+        ("[::1]:11434", ["http://[::1]:11434"]),
+        ("https://ollama.example.com/proxy", ["https://ollama.example.com:443/proxy"]),
+        ("not a url", None),
+        ("ftp://x", None),
+        ("http://h:99999", None),
+        (" , ", None),
+    ],
+)
+def test_ollama_host_is_checked_when_read(tmp_path, value, ok):
+    """A typo in OLLAMA_HOST is one error naming it, not a host that is later 'not reachable'."""
+    if ok is None:
+        with pytest.raises(ConfigError, match="^OLLAMA_HOST "):
+            load_settings(cwd=tmp_path, env={"OLLAMA_HOST": value})
+    else:
+        from mailcli.llm.hosts import parse_hosts
+
+        assert parse_hosts(load_settings(cwd=tmp_path, env={"OLLAMA_HOST": value}).ollama_host) == ok
