@@ -470,3 +470,26 @@ def test_debug_goes_before_or_after_the_command(home):
         proc = home.run(*args)
         assert proc.returncode == 1 and "Traceback" in proc.stderr, (args, proc.stderr)
     assert "Traceback" not in home.run("results").stderr
+
+
+def test_help_paragraphs_flow_to_the_terminal_width():
+    """Rich help keeps a docstring's line breaks; commands' help is reflowed so that at 80 columns a
+    sentence is not broken twice (once by the terminal, once by the docstring)."""
+    from mailcli.cli.app import _flow, app
+
+    assert _flow("One line\n    and its end.\n\n    Next para\n    - item one\n    - item two\n") == (
+        "One line and its end.\n\nNext para\n- item one\n- item two"
+    )
+
+    def helps(typer_app):
+        for command in typer_app.registered_commands:
+            yield command.help or ""
+        for group in typer_app.registered_groups:
+            yield from helps(group.typer_instance)
+
+    texts = list(helps(app))
+    assert len(texts) >= 10
+    for text in texts:
+        for paragraph in text.split("\n\n"):
+            for line in paragraph.split("\n")[1:]:
+                assert line[:1].isspace() or line.startswith(("- ", "* ")), (paragraph, line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import os
 import sys
@@ -500,6 +501,34 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
+
+
+def _flow(text: str) -> str:
+    """A docstring as help text: the lines of a paragraph joined, so the terminal wraps them at its
+    own width (Rich help keeps a docstring's line breaks, and at 80 columns a sentence broke twice).
+    Lines that open a list item or are indented keep their break."""
+    out = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines = paragraph.split("\n")
+        joined = lines[0]
+        for line in lines[1:]:
+            starts_item = line[:1].isspace() or line.lstrip().startswith(("- ", "* ")) or not line.strip()
+            joined += ("\n" if starts_item else " ") + line
+        out.append(joined)
+    return "\n\n".join(out)
+
+
+def _flow_help(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        text = command.help or (command.callback.__doc__ if command.callback else None)
+        if text:
+            command.help = _flow(text)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _flow_help(group.typer_instance)
+
+
+_flow_help(app)
 
 
 def main() -> None:
