@@ -98,3 +98,24 @@ def test_phase1_arrives_as_text_or_object_and_is_stored_the_same(home, serialize
         apply_results(store, results)
         got = dict(store.conn.execute("SELECT email_rowid, phase1 FROM email_analysis"))
     assert {k: json.loads(got[k]) for k in expected} == expected
+
+
+def test_the_feeder_tops_up_to_its_window_and_no_further(home):
+    """Round after round, at most `window` conversations are queued; a conversation done makes room for one."""
+    import mailcli.dispatch.feeder as feeder
+
+    ingest(home)
+    conn, settings = home.redis(), home.settings()
+    with home.store() as store:
+        assert feeder.pending_count(store) > 4
+        assert feeder.feed_once(store, conn, settings, window=3) > 0
+        assert feeder.in_flight(store) == 3
+        for _ in range(3):  # a full window: these rounds claim nothing
+            assert feeder.feed_once(store, conn, settings, window=3) == 0
+            assert feeder.in_flight(store) == 3
+        store.conn.execute(
+            "UPDATE conversations SET status = 'analyzed' WHERE id = (SELECT id FROM conversations WHERE status = 'queued' LIMIT 1)"
+        )
+        store.conn.commit()
+        feeder.feed_once(store, conn, settings, window=3)
+        assert feeder.in_flight(store) == 3
