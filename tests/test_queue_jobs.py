@@ -119,3 +119,20 @@ def test_the_feeder_tops_up_to_its_window_and_no_further(home):
         store.conn.commit()
         feeder.feed_once(store, conn, settings, window=3)
         assert feeder.in_flight(store) == 3
+
+
+def test_priorities_read_before_a_claim_route_it_as_priorities_computed_inside(home, monkeypatch):
+    """The feeder computes its emails' priorities before the claim's write transaction; inside it,
+    routing only looks them up, and routes every conversation as computing them there would."""
+    import mailcli.dispatch.feeder as feeder
+    from mailcli.dispatch.payloads import conversation_payloads, pending_ids
+
+    ingest(home)
+    with home.store() as store:
+        payloads = conversation_payloads(store, pending_ids(store, 1000), home.settings())
+        known = feeder.email_priorities(store, 1000)
+        assert len(known) == len({(e["subject"], e["body"], e["importance"]) for c in payloads for e in c["emails"]})
+        inside = feeder.plan_jobs(payloads)
+        assert feeder.plan_jobs(payloads, {}) == inside  # an email that joined since is computed inside
+        monkeypatch.setattr(feeder, "priority_of", lambda *a, **k: pytest.fail("an email's priority computed again"))
+        assert feeder.plan_jobs(payloads, known) == inside
