@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import redis
@@ -101,7 +100,9 @@ def test_a_waiting_worker_is_woken_by_a_release_elsewhere(redis_conn):
     got: list = []
     waiter = threading.Thread(target=lambda: got.append(b.acquire([HOST], timeout=10)))
     waiter.start()
-    time.sleep(0.2)  # the waiter is blocked on the wake-up list (nothing to observe but its absence of a permit)
+    # the waiter blocks on the wake-up list: its connection shows in Redis's client list as a BLPOP
+    wait_for(lambda: any(c.get("cmd") == "blpop" for c in redis_conn.client_list()), timeout=5,
+             what="the waiter to block on the wake-up list")  # fmt: skip
     assert not got
     a.release(held[0], "failed", rtt=0.1)
     waiter.join(timeout=5)
@@ -132,7 +133,20 @@ def test_the_permits_of_a_killed_worker_come_back_and_a_live_ones_stay(redis_con
         assert holder.stdout.readline().strip() == "2"
         alive = RedisLimiter(redis_conn, 4)
         assert alive.try_acquire(HOST) is None  # the limit (2) is held by the other process
-        time.sleep(1.5)  # 2.5 leases: its renewer extends them while it lives
+
+        # its renewer extends them while it lives: never free while it lives, up to the moment both
+        # leases reach 2.5 leases (1.5 s) past their first expiry
+        def lease_ends() -> list[float]:
+            return [score for _, score in redis_conn.zrange(leases_key(HOST), 0, -1, withscores=True)]
+
+        first = max(lease_ends())
+
+        def renewed() -> bool:
+            assert alive.try_acquire(HOST) is None
+            ends = lease_ends()
+            return len(ends) == 2 and min(ends) >= first + 1.5
+
+        wait_for(renewed, timeout=10, what="the holder's renewer to extend its leases")
         assert alive.try_acquire(HOST) is None and read_state(redis_conn, HOST).in_flight == 2
         holder.kill()  # kill -9: nothing is given back
         holder.wait(10)

@@ -50,6 +50,23 @@ def status_of(conn, job_id) -> str:
     return Job.fetch(job_id, connection=conn, serializer=JSONSerializer).get_status()
 
 
+def pool_info(conn) -> dict:
+    pools = state.read_pools(conn)
+    return pools[0] if pools else {}
+
+
+def wait_rounds(conn, counter: str, n: int, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Wait until the pool has done ``n`` more rounds: ``ticks`` (each watches every worker, decides the
+    pool's size and, once stopping, each worker's shutdown) or ``feeds`` (feeder rounds); or until
+    ``proc``, the pool, has exited (the caller's assertions then say what went wrong)."""
+    start = int(pool_info(conn).get(counter) or 0)
+
+    def done() -> bool:
+        return int(pool_info(conn).get(counter) or 0) >= start + n or (proc is not None and proc.poll() is not None)
+
+    wait_for(done, what=what)
+
+
 def stop_pool(proc: subprocess.Popen, timeout: float = 30) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -109,8 +126,11 @@ def test_sigterm_lets_running_job_finish_then_exits(home, pool):
     job, key = enqueue(conn)
     wait_for(lambda: count(conn, "started", key) == 1 and busy_worker(conn, job.id), what="the job to start")
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)  # give the supervisor a moment to (wrongly) kill; the job must still run
-    assert proc.poll() is None and count(conn, "done", key) == 0
+    wait_for(lambda: pool_info(conn).get("state") == "stopping", what="the pool to begin stopping")
+    # each tick of a stopping pool decides, for every worker, whether its deadline has passed
+    # (verdicts.at_shutdown): ten of them, and the job still runs in the same worker
+    wait_rounds(conn, "ticks", 10, what="ten ticks of the stopping pool", proc=proc)
+    assert proc.poll() is None and count(conn, "done", key) == 0 and busy_worker(conn, job.id)
     release(conn, key)
     assert proc.wait(20) == 0
     assert status_of(conn, job.id) == "finished"
@@ -135,7 +155,8 @@ def test_second_ctrl_c_stops_fast_and_still_requeues(home, pool):
     job, key = enqueue(conn)
     wait_for(lambda: count(conn, "started", key) == 1 and busy_worker(conn, job.id), what="the job to start")
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    # the first Ctrl-C handled (two at once could reach the handler as one)
+    wait_for(lambda: pool_info(conn).get("state") == "stopping", what="the pool to begin stopping")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0  # the running job's --timeout is 60 s: the second Ctrl-C did not wait for it
     assert status_of(conn, job.id) == "queued"
@@ -148,7 +169,10 @@ def test_memory_over_limit_recycles_after_the_job(home, pool):
     job, key = enqueue(conn, func="jobhelpers.hog", mb=170)  # over 150, under 1.5 x 150
     first = wait_for(lambda: busy_worker(conn, job.id), what="the hog to start")
     wait_for(lambda: count(conn, "started", key) == 1, what="the hog to allocate")
-    time.sleep(1.0)  # over the limit for a while: it must NOT be killed mid-job
+    # over the limit (and under 1.5 x) for five looks of the supervisor: recycled after its job,
+    # never killed in it (verdicts.judge)
+    wait_rounds(conn, "ticks", 5, what="five looks at the hog")
+    assert busy_worker(conn, job.id)["pid"] == first["pid"]
     release(conn, key)
     wait_for(lambda: status_of(conn, job.id) == "finished", what="the hog to finish")
     wait_for(lambda: any(w["pid"] != first["pid"] for w in workers(conn)), what="a fresh worker")
@@ -208,8 +232,9 @@ def test_crash_loop_backs_off_and_says_why(home, pool):
 
     info = wait_for(pool_state, timeout=20, what="the crash reason")
     assert "cannot import name 'broken'" in info["crash_reason"]
-    time.sleep(3)
-    # backing off: 0.5, 1, 2, 4 s ... so only a handful of attempts in 3 s, not a hot loop
+    # every tick finds the pool below its minimum and would start a worker; backing off 0.5, 1, 2,
+    # 4 s ... (verdicts.backoff), only a handful start in 15 ticks (3 s at least), not one a tick
+    wait_rounds(conn, "ticks", 15, what="fifteen ticks")
     spawned = len(list((home.data / "logs").glob("worker-*.log")))
     assert spawned <= 6
     stop_pool(proc)
@@ -326,7 +351,7 @@ def test_pickled_job_on_our_queue_is_refused_without_running(home, pool):
     q.enqueue("os.system", f"touch {marker}")
     pool("--min", "1", "--max", "1")
     wait_for(lambda: queue_depths(conn)["high"]["queued"] == 0, what="the worker to take the job")
-    time.sleep(1)
+    wait_for(lambda: queue_depths(conn)["high"]["failed"] == 1, what="the worker to fail the job")
     assert not marker.exists()
 
 
@@ -345,8 +370,8 @@ def test_feeder_keeps_at_most_window_conversations_in_redis(home, pool):
                 for p in ("critical", "high", "medium", "low")
                 for j in Queue(queue_name(p), connection=conn, serializer=JSONSerializer).job_ids)  # fmt: skip
     assert 1 <= jobs <= 3 and convs == 3
-    time.sleep(1.0)  # several feeder rounds later, still no more than the window
-    assert queued() == 3
+    wait_rounds(conn, "feeds", 3, what="three more feeder rounds")
+    assert queued() == 3  # still no more than the window
 
 
 def test_reload_restarts_workers_when_source_changes(home, pool):

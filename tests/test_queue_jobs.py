@@ -98,3 +98,41 @@ def test_phase1_arrives_as_text_or_object_and_is_stored_the_same(home, serialize
         apply_results(store, results)
         got = dict(store.conn.execute("SELECT email_rowid, phase1 FROM email_analysis"))
     assert {k: json.loads(got[k]) for k in expected} == expected
+
+
+def test_the_feeder_tops_up_to_its_window_and_no_further(home):
+    """Round after round, at most `window` conversations are queued; a conversation done makes room for one."""
+    import mailcli.dispatch.feeder as feeder
+
+    ingest(home)
+    conn, settings = home.redis(), home.settings()
+    with home.store() as store:
+        assert feeder.pending_count(store) > 4
+        assert feeder.feed_once(store, conn, settings, window=3) > 0
+        assert feeder.in_flight(store) == 3
+        for _ in range(3):  # a full window: these rounds claim nothing
+            assert feeder.feed_once(store, conn, settings, window=3) == 0
+            assert feeder.in_flight(store) == 3
+        store.conn.execute(
+            "UPDATE conversations SET status = 'analyzed' WHERE id = (SELECT id FROM conversations WHERE status = 'queued' LIMIT 1)"
+        )
+        store.conn.commit()
+        feeder.feed_once(store, conn, settings, window=3)
+        assert feeder.in_flight(store) == 3
+
+
+def test_priorities_read_before_a_claim_route_it_as_priorities_computed_inside(home, monkeypatch):
+    """The feeder computes its emails' priorities before the claim's write transaction; inside it,
+    routing only looks them up, and routes every conversation as computing them there would."""
+    import mailcli.dispatch.feeder as feeder
+    from mailcli.dispatch.payloads import conversation_payloads, pending_ids
+
+    ingest(home)
+    with home.store() as store:
+        payloads = conversation_payloads(store, pending_ids(store, 1000), home.settings())
+        known = feeder.email_priorities(store, 1000)
+        assert len(known) == len({(e["subject"], e["body"], e["importance"]) for c in payloads for e in c["emails"]})
+        inside = feeder.plan_jobs(payloads)
+        assert feeder.plan_jobs(payloads, {}) == inside  # an email that joined since is computed inside
+        monkeypatch.setattr(feeder, "priority_of", lambda *a, **k: pytest.fail("an email's priority computed again"))
+        assert feeder.plan_jobs(payloads, known) == inside

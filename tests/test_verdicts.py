@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailcli.pool.verdicts import IDLE_EVIDENCE, Death, Health, backoff, burst_evidence, bury, judge
+from mailcli.pool.verdicts import IDLE_EVIDENCE, Death, Health, at_shutdown, backoff, burst_evidence, bury, judge
 
 MB = 2**20
 
@@ -32,6 +32,10 @@ def health(**kw) -> Health:
         # memory
         ({"rss": 210 * MB}, "recycle", "RSS 210 MB over 200 MB"),
         ({"rss": 210 * MB, "mode": "recycling"}, "keep", ""),  # asked already: finishing its job
+        ({"rss": 299 * MB}, "recycle", ""),  # up to 1.5 x the limit: recycled after its job, never killed mid-job
+        ({"rss": 299 * MB, "mode": "recycling"}, "keep", ""),  # and kept, look after look, until the job ends
+        ({"rss": 210 * MB, "mode": "stopping"}, "keep", ""),  # the pool stops: it finishes its job, then exits
+        ({"mode": "stopping"}, "keep", ""),
         ({"rss": 301 * MB}, "kill", "over 1.5 x the 200 MB limit"),
         ({"rss": 301 * MB, "mode": "recycling"}, "kill", "1.5 x"),
         ({"rss": 199 * MB}, "keep", ""),
@@ -56,6 +60,23 @@ def test_judge(facts, action, reason_has):
 def test_a_raised_limit_is_an_idle_workers_rss_plus_a_quarter():
     v = judge(health(state="idle", holds_job=False, jobs_done=0, rss=36 * MB, max_memory_mb=20.0))
     assert v.new_limit_mb == 45  # ceil(36 * 1.25)
+
+
+@pytest.mark.parametrize(
+    ("mode", "now", "deadline", "action"),
+    [
+        ("running", 0.0, 30.0, "stop"),  # the pool was asked to stop: a warm stop, the job may finish
+        ("stopping", 29.9, 30.0, "keep"),  # finishing its job before the deadline: never killed
+        ("recycling", 29.9, 30.0, "keep"),  # already leaving after its job
+        ("stopping", 30.0, 30.0, "kill"),  # the deadline passed (or a second Ctrl-C made it now)
+        ("recycling", 31.0, 30.0, "kill"),
+        ("running", 31.0, 30.0, "kill"),
+        ("killed", 31.0, 30.0, "keep"),  # killed already: waiting for it to be reaped
+        ("stopping", 1e9, None, "keep"),  # no deadline set: never killed for one
+    ],
+)
+def test_at_shutdown(mode, now, deadline, action):
+    assert at_shutdown(mode, now, deadline) == action
 
 
 def death(**kw) -> Death:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import redis
@@ -20,7 +21,7 @@ from rq.serializers import JSONSerializer
 from mailcli.analysis.phase1 import priority_of
 from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
-from mailcli.dispatch.payloads import conversation_payloads
+from mailcli.dispatch.payloads import conversation_payloads, pending_ids
 from mailcli.queue.jobs import (
     PENDING_KEY,
     PHASE1_QUEUE,
@@ -45,29 +46,63 @@ FEED_CHUNK = 1000  # conversations read from SQLite per round trip
 FAILED_SEEN = "mailcli:failed-seen"
 
 
-def route(conv: dict[str, Any]) -> str:
+# An email's phase 1 priority by its text: (subject, body, importance) -> priority
+EmailPriorities = Mapping[tuple[str, str, str], str]
+
+
+def route(conv: dict[str, Any], known: EmailPriorities | None = None) -> str:
     """The queue of a conversation's job: `phase1` when it needs no LLM, else its priority."""
-    return queue_priority(conv) if needs_llm(conv) else PHASE1_QUEUE
+    return queue_priority(conv, known) if needs_llm(conv) else PHASE1_QUEUE
 
 
-def queue_priority(conv: dict[str, Any]) -> str:
-    """Forced by `ingest --priority`, else the highest phase 1 priority of its emails."""
+def queue_priority(conv: dict[str, Any], known: EmailPriorities | None = None) -> str:
+    """Forced by `ingest --priority`, else the highest phase 1 priority of its emails (taken from
+    ``known`` when it holds the email's text, else computed)."""
     if conv.get("queue_priority") in PRIORITIES:
         return conv["queue_priority"]
     if conv.get("priority") in PRIORITIES:  # known from an earlier analysis
         return conv["priority"]
-    return highest_priority([priority_of(e["subject"], e["body"], importance=e["importance"]) for e in conv["emails"]])
+    known = known or {}
+    return highest_priority(
+        [
+            known.get((e["subject"], e["body"], e["importance"]))
+            or priority_of(e["subject"], e["body"], importance=e["importance"])
+            for e in conv["emails"]
+        ]
+    )
+
+
+def email_priorities(store: Store, limit: int) -> dict[tuple[str, str, str], str]:
+    """The phase 1 priorities of the emails the next claim of ``limit`` conversations will route.
+
+    Computed before the claim's write transaction, from a read outside it: the priority is a
+    function of an email's text alone, so the same text routes the same way inside the claim, and
+    the scan (most of a claim's time) no longer holds the write lock. Emails that joined in between
+    are not here and are computed inside; the claim still reads which conversations and revisions
+    it takes, and their payloads, in its transaction.
+    """
+    ids = pending_ids(store, limit)
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = store.conn.execute(
+        f"SELECT e.subject, e.body, e.importance FROM emails e JOIN conversations c ON c.id = e.conversation_id"
+        f" WHERE e.conversation_id IN ({marks}) AND c.queue_priority IS NULL AND c.priority IS NULL"
+        f" AND c.max_phase >= 2",
+        ids,
+    )
+    return {(subject, body, imp): priority_of(subject, body, importance=imp) for subject, body, imp in rows}
 
 
 def in_flight(store: Store) -> int:
     return store.conn.execute("SELECT count(*) FROM conversations WHERE status = 'queued'").fetchone()[0]
 
 
-def plan_jobs(payloads: list[dict[str, Any]]) -> list[Claim]:
+def plan_jobs(payloads: list[dict[str, Any]], known: EmailPriorities | None = None) -> list[Claim]:
     """Route conversations to queues and pack each queue's into jobs: (job id, queue, conversations)."""
     by_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for conv in payloads:
-        by_queue[route(conv)].append(conv)
+        by_queue[route(conv, known)].append(conv)
     return [
         (job_id_for(group), queue, group) for queue in QUEUES for group in group_into_jobs(by_queue.get(queue, []))
     ]
@@ -90,8 +125,14 @@ def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int |
             jobs += enqueue_conversations(conn, queue, group) is not None
 
     while room > 0:
+        limit = min(room, FEED_CHUNK)
+        known = email_priorities(store, limit)
         claims = claim_pending(
-            store, min(room, FEED_CHUNK), lambda ids: conversation_payloads(store, ids, settings), plan_jobs, enqueue
+            store,
+            limit,
+            lambda ids: conversation_payloads(store, ids, settings),
+            partial(plan_jobs, known=known),
+            enqueue,
         )
         if not claims:
             break

@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -173,6 +173,27 @@ def _ewma(old: float | None, value: float, alpha: float = SMOOTHING) -> float:
     return value if old is None else old + alpha * (value - old)
 
 
+def first_with_room(
+    hosts: Sequence[str],
+    timeout: float | None,
+    try_acquire: Callable[[str], Permit | None],
+    wait: Callable[[float | None], object],
+) -> Permit | None:
+    """The wait loop both limiters share: a permit from the first of ``hosts`` that ``try_acquire``
+    grants one on; when none has room, ``wait(remaining)`` (seconds left, None without a timeout)
+    and try them all again; None once ``timeout`` has passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        for host in hosts:
+            permit = try_acquire(host)
+            if permit is not None:
+                return permit
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return None
+        wait(remaining)
+
+
 class LocalLimiter:
     """The adaptive limit of each host, in this process only (thread-safe)."""
 
@@ -202,17 +223,9 @@ class LocalLimiter:
 
     def acquire(self, hosts: Sequence[str], timeout: float | None = None) -> Permit | None:
         """A permit on the first of ``hosts`` with room, waiting until one has; None after ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while True:
-                for host in hosts:
-                    permit = self.try_acquire(host)
-                    if permit is not None:
-                        return permit
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
+            # a release notifies the condition: the wait ends as soon as a permit may be free
+            return first_with_room(hosts, timeout, self.try_acquire, self._cond.wait)
 
     def release(self, permit: Permit, signal: Signal, *, rtt: float, service: float | None = None,
                 tokens: int = 0) -> float:
@@ -386,29 +399,30 @@ class RedisLimiter:
                 self.release(permit, "failed", rtt=0.0)
 
     def acquire(self, hosts: Sequence[str], timeout: float | None = None) -> Permit | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """A permit on the first of ``hosts`` with room, waiting until one has; None after ``timeout``."""
         with self._cond:
-            while True:
-                for host in hosts:
-                    permit = self.try_acquire(host)
-                    if permit is not None:
-                        self._cond.notify()  # the next local waiter takes over the wait on Redis
-                        return permit
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                step = self.wait_step if remaining is None else min(self.wait_step, remaining)
-                if self._blocking:
-                    self._cond.wait(step)
-                    continue
-                self._blocking = True
-                self._cond.release()
-                try:
-                    # whole seconds (fractions need Redis 6); a wake-up is only a hint to try again
-                    self._redis.blpop([wake_key(h) for h in hosts], timeout=max(1, math.ceil(step)))
-                finally:
-                    self._cond.acquire()
-                    self._blocking = False
+            permit = first_with_room(
+                hosts, timeout, self.try_acquire, lambda remaining: self._wait(hosts, remaining)
+            )
+            if permit is not None:
+                self._cond.notify()  # the next local waiter takes over the wait on Redis
+            return permit
+
+    def _wait(self, hosts: Sequence[str], remaining: float | None) -> None:
+        """One wait of at most ``wait_step`` (called holding ``self._cond``): on a wake-up from Redis by
+        the one thread that blocks there, on ``self._cond`` by the others."""
+        step = self.wait_step if remaining is None else min(self.wait_step, remaining)
+        if self._blocking:
+            self._cond.wait(step)
+            return
+        self._blocking = True
+        self._cond.release()
+        try:
+            # whole seconds (fractions need Redis 6); a wake-up is only a hint to try again
+            self._redis.blpop([wake_key(h) for h in hosts], timeout=max(1, math.ceil(step)))
+        finally:
+            self._cond.acquire()
+            self._blocking = False
 
     def release(self, permit: Permit, signal: Signal, *, rtt: float, service: float | None = None,
                 tokens: int = 0) -> float | None:

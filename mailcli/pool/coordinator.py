@@ -74,6 +74,7 @@ class Coordinator:
         self.done_event = done_event
         self.on_give_up = on_give_up
         self.pending = 0  # conversations SQLite owes that no job holds yet (the autoscaler's backlog)
+        self.feeds = 0  # feeder rounds done (the pool publishes it: a test waits for rounds, not time)
         self.feed = Every(FEED_EVERY)
         self.failed = Every(FAILED_EVERY)
         self.heal_timer = Every(HEAL_EVERY)
@@ -118,6 +119,7 @@ class Coordinator:
                 self.reconcile()  # jobs an earlier run left in SQLite as queued but Redis no longer has
                 self.reconciled = True
             feed_once(self.store, self.conn, self.settings, self.window)
+            self.feeds += 1
         if self.failed.due(now):
             mark_failed_jobs(self.store, self.conn)
             self._check_embedded_socket()

@@ -136,6 +136,9 @@ class Supervisor:
         self._idle_limit_said = False  # --max-memory below an idle worker's RSS: said once
         self._give_up = ""  # set by the coordinator when Redis stays away past redis_outage_limit
         self._to_recover: dict[str, str | None] = {}  # jobs of dead workers not requeued yet (Redis was away)
+        # ticks done, published with the pool's state: a test waits for N more rounds of decisions
+        # (each watches every worker and sizes the pool) instead of for a length of time
+        self.ticks = 0
         home = settings.home.resolve()
         self.log_dir = home / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -209,6 +212,7 @@ class Supervisor:
                 self._last_sweep = now
         else:
             self._enforce_deadline(now)
+        self.ticks += 1
         self._publish()
 
     # -- spawning and stopping ------------------------------------------------------------
@@ -594,13 +598,12 @@ class Supervisor:
 
     def _enforce_deadline(self, now: float) -> None:
         for wp in list(self.workers.values()):
-            if wp.mode not in ("stopping", "killed"):
+            action = verdicts.at_shutdown(wp.mode, now, self.deadline)
+            if action == "stop":
                 self.stop_worker(wp, "stopping", "pool shutting down")
-        if self.deadline is not None and now >= self.deadline:
-            for wp in list(self.workers.values()):
-                if wp.mode != "killed":
-                    held = "; its job is requeued" if wp.job_id else " (it held no job)"
-                    self.kill_worker(wp, "shutdown deadline passed" + held)
+            elif action == "kill":
+                held = "; its job is requeued" if wp.job_id else " (it held no job)"
+                self.kill_worker(wp, "shutdown deadline passed" + held)
 
     def _finish(self) -> None:
         for wp in list(self.workers.values()):
@@ -651,6 +654,8 @@ class Supervisor:
                     "recovered": self.recovered,
                     "replaced": self.replaced,
                     "crash_reason": self.crash_reason,
+                    "ticks": self.ticks,
+                    "feeds": self.coordinator.feeds if self.coordinator is not None else 0,
                 },
             )
         except redis.RedisError:

@@ -68,6 +68,16 @@ def judge(h: Health) -> Verdict:
     return KEEP
 
 
+def at_shutdown(mode: str, now: float, deadline: float | None) -> str:
+    """While the pool stops: ``stop`` a worker not asked yet (a warm stop: it finishes its job),
+    ``kill`` any still there once the deadline has passed (its job is requeued), else ``keep``."""
+    if mode == "killed":
+        return "keep"
+    if deadline is not None and now >= deadline:
+        return "kill"
+    return "keep" if mode in ("stopping", "recycling") else "stop"
+
+
 # -- a dead worker ------------------------------------------------------------------------------
 
 
