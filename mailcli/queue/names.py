@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-PRIORITIES = ("critical", "high", "medium", "low")
+from mailcli.choices import PRIORITIES
+
 PHASE1_QUEUE = "phase1"  # jobs that need no LLM: see the module's docstring
 QUEUES = (PHASE1_QUEUE, *PRIORITIES)  # the order workers listen in
 QUEUE_PREFIX = "mailcli-"

@@ -24,8 +24,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mailcli.choices import PRIORITIES
 from mailcli.contract import Status
-from mailcli.queue.names import PRIORITIES
 from mailcli.store.db import Store, now_iso
 
 # -- pending: emails joined, asked again ---------------------------------------------------
