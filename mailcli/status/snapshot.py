@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailcli.config import Settings
 from mailcli.llm.hosts import parse_hosts
 from mailcli.queue.names import PENDING_KEY, RESULTS_STREAM, queue_depths, queue_name  # no rq
+from mailcli.redact import hide, url_passwords
 
 # Imported where they are used, not here: redis-py (~100-125 ms of imports, which the SQLite read
 # overlaps), rq (only to read failed jobs), http.client (the Ollama probe, mailcli.status.probe).
@@ -427,24 +427,6 @@ def worker_info(h: dict[str, str], now: float, limits: dict[str, float]) -> Work
     )
 
 
-def _secrets(settings: Settings) -> list[str]:
-    """The password in REDIS_URL, in every spelling it may take in an error message."""
-    url = settings.redis_url or ""
-    found = []
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            found.append(parts.password)
-        found.extend(parse_qs(parts.query).get("password", []))
-    except ValueError:
-        pass
-    out = set()
-    for s in found:
-        if s:
-            out.update({s, unquote(s)})
-    return sorted(out, key=len, reverse=True)
-
-
 def scrub(obj: Any, secrets: list[str]) -> Any:
     """Replace every secret in every string of a dataclass tree, in place; returns obj."""
     if not secrets:
@@ -452,9 +434,7 @@ def scrub(obj: Any, secrets: list[str]) -> Any:
 
     def clean(v: Any) -> Any:
         if isinstance(v, str):
-            for s in secrets:
-                v = v.replace(s, "***")
-            return v
+            return hide(v, secrets)
         if isinstance(v, list):
             return [clean(x) for x in v]
         if isinstance(v, dict):
@@ -604,7 +584,7 @@ class StatusReader:
         self.probe_timeout = probe_timeout
         self.store_load_share = store_load_share
         self._clock = clock
-        self._secrets = _secrets(settings)
+        self._secrets = url_passwords(settings.redis_url)
         self._observer = socket.gethostname()
         self._conn: Any = None
         self._store: Any = None
