@@ -24,7 +24,14 @@ from typing import Any
 
 from mailcli.config import Settings
 from mailcli.llm.hosts import parse_hosts
-from mailcli.queue.names import PENDING_KEY, RESULTS_STREAM, queue_depths, queue_name  # no rq
+from mailcli.queue.names import (  # no rq
+    PENDING_KEY,
+    RESULTS_STREAM,
+    as_text,
+    decode_hash,
+    queue_depths,
+    queue_name,
+)
 from mailcli.redact import hide, url_passwords
 
 # Imported where they are used, not here: redis-py (~100-125 ms of imports, which the SQLite read
@@ -794,14 +801,14 @@ class StatusReader:
             pipe.info("server")
             pipe.info("memory")
             pool_ids, worker_names, pending, unsaved, server, memory = pipe.execute()
-        pool_ids = sorted(_text(x) for x in pool_ids)
-        worker_names = sorted(_text(x) for x in worker_names)
+        pool_ids = sorted(as_text(x) for x in pool_ids)
+        worker_names = sorted(as_text(x) for x in worker_names)
         with conn.pipeline(transaction=False) as pipe:  # every hash in one round trip
             for p in pool_ids:
                 pipe.hgetall(state.pool_key(p))
             for w in worker_names:
                 pipe.hgetall(state.worker_key(w))
-            hashes = [_decode(h) for h in pipe.execute()]
+            hashes = [decode_hash(h) for h in pipe.execute()]
         pools = [pool_info(h, now, self._observer) for h in hashes[: len(pool_ids)] if h]
         limits = {p.id: p.max_memory_mb for p in pools if p.max_memory_mb}
         workers = [worker_info(h, now, limits) for h in hashes[len(pool_ids) :] if h]
@@ -923,14 +930,6 @@ class StatusReader:
         return OllamaInfo(hosts=hosts, fallbacks={k: int(v) for k, v in fallbacks.items()})
 
 
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _decode(h: dict) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in (h or {}).items()}
 
 
 def take_snapshot(settings: Settings, **kwargs: Any) -> Snapshot:
