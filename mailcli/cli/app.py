@@ -47,6 +47,10 @@ def _check_choice(option: str, value: str | None, values: tuple[str, ...]) -> No
         raise CliError(unknown_choice(option, value, values), EXIT_USAGE)
 
 
+def _no_conversation(conversation_id: str) -> CliError:
+    return CliError(f"no conversation {conversation_id!r}: see `mailcli results` for ids", EXIT_USAGE)
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"mailcli {__version__}")
@@ -286,7 +290,7 @@ def analyze(
     max_phase = phase or 3
     with _open_store() as store:
         if conversation and not lifecycle.exists(store, conversation):
-            raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+            raise _no_conversation(conversation)
         # the queues are reached before anything is marked: an analyze that cannot hand the work on
         # leaves every conversation as it was (a partial one keeps its reason)
         conn = None if inline else _connect_for_analyze(cfg)
@@ -387,7 +391,7 @@ def results(
     if json_out:
         print(json.dumps(rows, ensure_ascii=False))
     elif not rows and conversation:
-        raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+        raise _no_conversation(conversation)
     elif not rows and priority:
         console.print(f"no {priority} conversations")
     elif not rows:
@@ -446,7 +450,7 @@ def show(
             raise CliError(str(exc), EXIT_USAGE) from None
         detail = conversation_detail(store, full_id) if full_id else None
     if detail is None:
-        raise CliError(f"no conversation {conversation_id!r}: see `mailcli results` for ids", EXIT_USAGE)
+        raise _no_conversation(conversation_id)
     if json_out:
         print(json.dumps(detail, ensure_ascii=False))
     else:
