@@ -255,3 +255,89 @@ def test_plan_from_assessment_end_to_end():
     assert plan_phases(c.tier, ["critical"]) == PhasePlan((0,), False)
     c = assess([REQUEST, REPLY, WORKING, SHIPPED])
     assert plan_phases(c.tier, ["low"] * 4) == PhasePlan((0, 1, 2, 3), True)
+
+
+# ------------------------------------------------------------------- the plan, as `analyze` reads it
+
+# What a stored phase 2 or 3 answer can be, against the keys of the current models and prompts:
+# none, current, made by another model or prompt version, or an answer without a key.
+HOLDINGS = ("none", "current", "stale", "keyless")
+CURRENT_KEYS = ("m2|v2|", "m3|v3|")
+
+
+def _held(holding: str, prefix: str) -> tuple[str | None, str | None]:
+    """(answer, key) as the store holds them."""
+    return {
+        "none": (None, None),
+        "current": ('{"source": "llm"}', prefix + "hash"),
+        "stale": ('{"source": "llm"}', "old-model|v0|hash"),
+        "keyless": ('{"source": "llm"}', None),
+    }[holding]
+
+
+def _lacks(answer: str | None, key: str | None, prefix: str) -> bool:
+    return answer is None or key is None or not key.startswith(prefix)
+
+
+def test_analyze_requeues_exactly_the_conversations_the_plan_says_lack_an_answer(tmp_path):
+    """For every tier, pair of email priorities, stored answers, --all-phases and --phase, the query
+    `mailcli analyze` makes owed again selects the analysed conversations that plan_phases says
+    are owed an LLM answer they lack (or hold from another model or prompt): no more, no fewer."""
+    import itertools
+
+    from mailcli.choices import PRIORITIES
+    from mailcli.store.db import Store
+    from mailcli.store.lifecycle import mark_for_analysis
+
+    p2, p3 = CURRENT_KEYS
+    convs = {}  # id -> (tier, [(priority, phase2, phase2_key)], phase3, phase3_key)
+    for n, (tier, prios, held2, held3) in enumerate(
+        itertools.product((1, 2, 3), itertools.product(PRIORITIES, repeat=2),
+                          itertools.product(HOLDINGS, repeat=2), HOLDINGS)
+    ):  # fmt: skip
+        emails = [(prio, *_held(h, p2)) for prio, h in zip(prios, held2, strict=True)]
+        convs[f"c{n}"] = (tier, emails, *_held(held3, p3))
+
+    ts = "2025-01-01T00:00:00+00:00"
+    with Store.open(tmp_path / "mailcli.db") as store, store.write():
+        conn = store.conn
+        rowid = 0
+        for cid, (tier, emails, phase3, key3) in convs.items():
+            conn.execute(
+                "INSERT INTO conversations (id, status, email_count, updated_at) VALUES (?, 'analyzed', ?, ?)",
+                (cid, len(emails), ts),
+            )
+            conn.execute(
+                "INSERT INTO conversation_analysis (conversation_id, completeness, is_complete, tier, phase3,"
+                " phase3_key, status, analyzed_at) VALUES (?, 0, 0, ?, ?, ?, 'analyzed', ?)",
+                (cid, tier, phase3, key3, ts),
+            )
+            for priority, phase2, key2 in emails:
+                rowid += 1
+                conn.execute(
+                    "INSERT INTO emails (rowid, id, dedupe_key, conversation_id, source, locator, ingested_at)"
+                    " VALUES (?, ?, ?, ?, 'test', 'line', ?)",
+                    (rowid, f"e{rowid}", f"d{rowid}", cid, ts),
+                )
+                conn.execute(
+                    "INSERT INTO email_analysis (email_rowid, conversation_id, phase1, priority, phase2, phase2_key,"
+                    " analyzed_at) VALUES (?, ?, '{}', ?, ?, ?, ?)",
+                    (rowid, cid, priority, phase2, key2, ts),
+                )
+
+    with Store.open(tmp_path / "mailcli.db") as store:
+        for all_phases, max_phase in itertools.product((False, True), (1, 2, 3)):
+            owed = set()
+            for cid, (tier, emails, phase3, key3) in convs.items():
+                plan = plan_phases(tier, [e[0] for e in emails], all_phases=all_phases)
+                lacks2 = max_phase >= 2 and any(_lacks(*emails[i][1:], p2) for i in plan.phase2_emails)
+                lacks3 = max_phase >= 3 and plan.phase3 and _lacks(phase3, key3, p3)
+                if lacks2 or lacks3:
+                    owed.add(cid)
+            with store.write():
+                store.conn.execute("UPDATE conversations SET status = 'analyzed'")
+            marked = mark_for_analysis(store, all_phases=all_phases, max_phase=max_phase, llm_keys=CURRENT_KEYS)
+            pending = {r[0] for r in store.conn.execute("SELECT id FROM conversations WHERE status = 'pending'")}
+            assert pending == owed, (all_phases, max_phase)
+            assert marked == len(owed)
+            assert 0 < len(owed) < len(convs) or max_phase == 1  # the case tells owed from not owed

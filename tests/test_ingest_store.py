@@ -38,6 +38,27 @@ def test_data_dir_and_database_are_private(store, tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "data" / "mailcli.db").st_mode) & 0o077 == 0
 
 
+def test_a_private_directory_is_made_so_whatever_the_umask_and_never_gains_a_bit(tmp_path):
+    """The one rule for the database's, the embedded Redis's and the logs' directories."""
+    from mailcli.private import make_private_dir
+
+    old = os.umask(0o022)
+    try:
+        assert make_private_dir(tmp_path / "a" / "b")
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    assert make_private_dir(shared) and stat.S_IMODE(shared.stat().st_mode) == 0o700
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    os.chmod(read_only, 0o555)
+    assert make_private_dir(read_only) and stat.S_IMODE(read_only.stat().st_mode) == 0o500
+
+
 def test_database_uses_wal_and_records_schema_version(store):
     from mailcli.store.schema import SCHEMA_VERSION
 

@@ -472,6 +472,18 @@ def test_redact_url_hides_passwords(url: str, expected: str):
     assert "ss/w" not in redact_url(url) and "pa?ss" not in redact_url(url)
 
 
+def test_an_error_text_loses_the_password_in_every_spelling():
+    """Connection errors and `mailcli status` hide the same spellings: as written and decoded."""
+    from mailcli.redact import hide, url_passwords
+
+    spellings = url_passwords("redis://:p%40ss%2Fw@h:6379/0")
+    assert spellings == ["p%40ss%2Fw", "p@ss/w"]  # longest first
+    said = hide("AUTH p%40ss%2Fw failed; tried p@ss/w", spellings)
+    assert said == "AUTH *** failed; tried ***"
+    assert url_passwords("unix:///run/redis.sock?password=s%3Dcret") == ["s=cret"]
+    assert url_passwords("redis://h:6379/0") == url_passwords(None) == []
+
+
 def test_describe_names_the_server_without_secrets(short_dir: Path):
     assert describe(Settings(home=Path("data"))) == "embedded redis at data/redis/redis.sock"
     assert describe(Settings(redis_url="redis://:secret@h:6379/0")) == "redis://***@h:6379/0"

@@ -46,6 +46,12 @@ COMPLETE_SCORE = 70  # is_complete needs this score and a completion signal; als
 TIER2_SCORE = 40
 COMPLETION_WINDOW = 2  # the completion signal is looked for in this many last emails
 
+# The phase plan, as data: plan_phases applies it to one conversation, and mailcli.store.lifecycle
+# builds from it the query that finds analysed conversations lacking an answer they are owed.
+PHASE2_TIER = 2  # from this tier on, every email gets phase 2
+PHASE3_TIER = 3  # from this tier on, the conversation gets phase 3
+PHASE2_PRIORITY = "critical"  # an email of this phase 1 priority gets phase 2 at any tier
+
 _START_RE = re.compile(
     r"\?|\b(?:please|pls|kindly|could\s+you|can\s+you|would\s+you|will\s+you|would\s+like"
     r"|request|requesting|need|needs|quote\s+for|quotation\s+for|pricing\s+for|looking\s+for"
@@ -201,10 +207,8 @@ def plan_phases(tier: int, priorities: Sequence[str], all_phases: bool = False) 
     Tier 3 (or ``all_phases``): phase 2 for every email and phase 3. Tier 2: phase 2 for every
     email. Tier 1: phase 1 only, except that a ``critical`` email always gets phase 2.
     """
-    every = tuple(range(len(priorities)))
-    if all_phases or tier >= 3:
-        return PhasePlan(phase2_emails=every, phase3=True)
-    if tier == 2:
-        return PhasePlan(phase2_emails=every, phase3=False)
-    critical = tuple(i for i, p in enumerate(priorities) if str(p).lower() == "critical")
-    return PhasePlan(phase2_emails=critical, phase3=False)
+    phase3 = all_phases or tier >= PHASE3_TIER
+    if all_phases or tier >= PHASE2_TIER:
+        return PhasePlan(phase2_emails=tuple(range(len(priorities))), phase3=phase3)
+    chosen = tuple(i for i, p in enumerate(priorities) if str(p).lower() == PHASE2_PRIORITY)
+    return PhasePlan(phase2_emails=chosen, phase3=phase3)

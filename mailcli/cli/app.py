@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from mailcli import __version__
+from mailcli.choices import INPUT_FORMATS, PRIORITIES, spoken, unknown_choice
 from mailcli.cli.common import (
     EXIT_REJECTS,
     EXIT_UNREACHABLE,
@@ -39,12 +40,16 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-PRIORITIES = ("critical", "high", "medium", "low")
+EXPORT_FORMATS = ("jsonl", "csv")
 
 
-def _check_priority(priority: str | None) -> None:
-    if priority is not None and priority not in PRIORITIES:
-        raise CliError(f"unknown --priority {priority!r}: use critical, high, medium or low", EXIT_USAGE)
+def _check_choice(option: str, value: str | None, values: tuple[str, ...]) -> None:
+    if value is not None and value not in values:
+        raise CliError(unknown_choice(option, value, values), EXIT_USAGE)
+
+
+def _no_conversation(conversation_id: str) -> CliError:
+    return CliError(f"no conversation {conversation_id!r}: see `mailcli results` for ids", EXIT_USAGE)
 
 
 def _version(value: bool) -> None:
@@ -96,7 +101,7 @@ def ingest(
         list[str], typer.Argument(help="Export files or directories; - reads JSONL from stdin.")
     ],
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="auto, jsonl, mbox, eml or maildir.", show_default=True)
+        str, typer.Option("--format", "-f", help=f"{spoken(INPUT_FORMATS)}.", show_default=True)
     ] = "auto",
     priority: Annotated[
         str | None, typer.Option("--priority", "-p", help="Queue every conversation at this priority.")
@@ -111,9 +116,8 @@ def ingest(
     """Parse exports, store emails and conversations in SQLite, and queue them for analysis."""
     from mailcli.ingest.run import IngestSummary, ingest_paths, input_bytes
 
-    if fmt not in ("auto", "jsonl", "mbox", "eml", "maildir"):
-        raise CliError(f"unknown --format {fmt!r}: use auto, jsonl, mbox, eml or maildir", EXIT_USAGE)
-    _check_priority(priority)
+    _check_choice("--format", fmt, INPUT_FORMATS)
+    _check_choice("--priority", priority, PRIORITIES)
     cfg = settings()
     from mailcli.ingest.run import check_paths
 
@@ -287,7 +291,7 @@ def analyze(
     max_phase = phase or 3
     with _open_store() as store:
         if conversation and not lifecycle.exists(store, conversation):
-            raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+            raise _no_conversation(conversation)
         # the queues are reached before anything is marked: an analyze that cannot hand the work on
         # leaves every conversation as it was (a partial one keeps its reason)
         conn = None if inline else _connect_for_analyze(cfg)
@@ -381,14 +385,14 @@ def results(
     from mailcli.cli.tables import results_table
     from mailcli.store.read import conversation_rows, partial_summary
 
-    _check_priority(priority)
+    _check_choice("--priority", priority, PRIORITIES)
     with _open_store(readonly=True) as store:
         rows = conversation_rows(store, priority=priority, conversation_id=conversation, limit=limit)
         partial = partial_summary(store)
     if json_out:
         print(json.dumps(rows, ensure_ascii=False))
     elif not rows and conversation:
-        raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
+        raise _no_conversation(conversation)
     elif not rows and priority:
         console.print(f"no {priority} conversations")
     elif not rows:
@@ -447,7 +451,7 @@ def show(
             raise CliError(str(exc), EXIT_USAGE) from None
         detail = conversation_detail(store, full_id) if full_id else None
     if detail is None:
-        raise CliError(f"no conversation {conversation_id!r}: see `mailcli results` for ids", EXIT_USAGE)
+        raise _no_conversation(conversation_id)
     if json_out:
         print(json.dumps(detail, ensure_ascii=False))
     else:
@@ -459,7 +463,7 @@ def show(
 )
 @handle_errors
 def export(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"{spoken(EXPORT_FORMATS)}.")] = "jsonl",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout (- is stdout).")
     ] = None,
@@ -468,8 +472,7 @@ def export(
     """One record per email: phase 1 facts, phase 2 answer, the conversation's phase 3 (docs/export.md)."""
     from mailcli.store.read import write_export
 
-    if fmt not in ("jsonl", "csv"):
-        raise CliError(f"unknown --format {fmt!r}: use jsonl or csv", EXIT_USAGE)
+    _check_choice("--format", fmt, EXPORT_FORMATS)
     with _open_store(readonly=True) as store:
         if output is None or str(output) == "-":
             write_export(store, sys.stdout, fmt)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mailcli.choices import spoken, unknown_choice
 from mailcli.cli.common import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -43,7 +44,7 @@ def status(
     ] = 1.0,
     json_out: JsonOpt = False,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="text, json or prometheus (the text exposition format).")
+        str, typer.Option("--format", "-f", help=f"{spoken(FORMATS)} (the text exposition format).")
     ] = "text",
     debug: DebugOpt = False,
 ) -> None:
@@ -51,7 +52,7 @@ def status(
     from mailcli.status.snapshot import StatusReader
 
     if fmt not in FORMATS:
-        raise CliError(f"unknown --format {fmt!r}: use text, json or prometheus", EXIT_USAGE)
+        raise CliError(unknown_choice("--format", fmt, FORMATS), EXIT_USAGE)
     if json_out:
         if fmt not in ("text", "json"):
             raise CliError("--json and --format prometheus exclude each other: give one", EXIT_USAGE)

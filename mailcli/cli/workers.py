@@ -118,13 +118,7 @@ def scale(
     debug: DebugOpt = False,
 ) -> None:
     """Resize running pools (from any terminal or host sharing the Redis)."""
-    from mailcli.pool.state import read_pools, send_control
-    from mailcli.queue.redis_server import connect
-
-    conn = connect(settings())
-    pools = read_pools(conn)
-    send_control(conn, "scale", n=n)
-    console.print(f"asked {len(pools)} pool(s) to run {n} workers" if pools else _NO_POOL, highlight=False)
+    _tell_pools("scale", f"run {n} workers", n=n)
 
 
 @workers_app.command("stop", epilog="Example:\n\n  mailcli workers stop --timeout 30")
@@ -134,16 +128,21 @@ def stop(
     debug: DebugOpt = False,
 ) -> None:
     """Stop running pools gracefully: jobs in hand finish (up to --timeout), the rest are requeued."""
+    _tell_pools("stop", "stop", timeout=timeout)
+
+
+def _tell_pools(command: str, what: str, **args: object) -> None:
+    """Send a control command to every pool running on this Redis, and say how many were asked."""
     from mailcli.pool.state import read_pools, send_control
     from mailcli.queue.redis_server import connect
 
     conn = connect(settings())
     pools = read_pools(conn)
-    send_control(conn, "stop", timeout=timeout)
-    console.print(f"asked {len(pools)} pool(s) to stop" if pools else _NO_POOL, highlight=False)
-
-
-_NO_POOL = "no pool is running on this Redis: nothing to do (`mailcli workers start` starts one)"
+    send_control(conn, command, **args)
+    if pools:
+        console.print(f"asked {len(pools)} pool(s) to {what}", highlight=False)
+    else:
+        console.print("no pool is running on this Redis: nothing to do (`mailcli workers start` starts one)")
 
 
 def failed(

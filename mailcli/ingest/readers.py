@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from mailcli.choices import INPUT_FORMATS
 from mailcli.ingest.jsonl import LineChunk, iter_jsonl, iter_line_chunks
 from mailcli.ingest.mime import KNOWN_HEADERS, email_from_bytes, is_maildir, iter_mbox, read_eml
 from mailcli.ingest.model import Email, InputError, Reject, Skipped
@@ -37,7 +38,7 @@ __all__ = [
     "iter_records", "iter_units",
 ]  # fmt: skip
 
-FORMATS = ("auto", "jsonl", "mbox", "eml", "maildir")
+FORMATS = INPUT_FORMATS
 UNSUPPORTED = "not a supported export (expected .jsonl, .mbox, .eml or a Maildir)"
 
 _JSONL_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson"})

@@ -9,6 +9,8 @@ from typing import Any
 
 import redis
 
+from mailcli.queue.names import as_text, decode_hash
+
 POOLS = "mailcli:pools"
 WORKERS = "mailcli:workers"
 CONTROL = "mailcli:control"  # hash: scale -> {"n", "seq"}, stop -> {"timeout", "seq"}
@@ -24,42 +26,35 @@ def worker_key(name: str) -> str:
     return f"mailcli:worker:{name}"
 
 
-def _decode(h: dict) -> dict[str, Any]:
-    out = {}
-    for k, v in h.items():
-        k = k.decode() if isinstance(k, bytes) else k
-        v = v.decode() if isinstance(v, bytes) else v
-        out[k] = v
-    return out
-
-
 def publish_pool(conn: redis.Redis, pool_id: str, fields: dict[str, Any]) -> None:
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.sadd(POOLS, pool_id)
-        pipe.hset(pool_key(pool_id), mapping={k: _str(v) for k, v in fields.items()})
-        pipe.expire(pool_key(pool_id), STATE_TTL)
-        pipe.execute()
+    _publish(conn, POOLS, pool_id, pool_key(pool_id), fields)
 
 
 def publish_worker(conn: redis.Redis, name: str, fields: dict[str, Any]) -> None:
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.sadd(WORKERS, name)
-        pipe.hset(worker_key(name), mapping={k: _str(v) for k, v in fields.items()})
-        pipe.expire(worker_key(name), STATE_TTL)
-        pipe.execute()
+    _publish(conn, WORKERS, name, worker_key(name), fields)
 
 
 def forget_worker(conn: redis.Redis, name: str) -> None:
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.srem(WORKERS, name)
-        pipe.delete(worker_key(name))
-        pipe.execute()
+    _forget(conn, WORKERS, name, worker_key(name))
 
 
 def forget_pool(conn: redis.Redis, pool_id: str) -> None:
+    _forget(conn, POOLS, pool_id, pool_key(pool_id))
+
+
+def _publish(conn: redis.Redis, set_key: str, member: str, key: str, fields: dict[str, Any]) -> None:
+    """Add ``member`` to its set and update its hash, which expires STATE_TTL after its last update."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.srem(POOLS, pool_id)
-        pipe.delete(pool_key(pool_id))
+        pipe.sadd(set_key, member)
+        pipe.hset(key, mapping={k: _str(v) for k, v in fields.items()})
+        pipe.expire(key, STATE_TTL)
+        pipe.execute()
+
+
+def _forget(conn: redis.Redis, set_key: str, member: str, key: str) -> None:
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.srem(set_key, member)
+        pipe.delete(key)
         pipe.execute()
 
 
@@ -74,7 +69,7 @@ def _str(v: Any) -> str:
 
 
 def read_all(conn: redis.Redis, set_key: str, key_of) -> list[dict[str, Any]]:
-    names = sorted(n.decode() if isinstance(n, bytes) else n for n in conn.smembers(set_key))
+    names = sorted(as_text(n) for n in conn.smembers(set_key))
     if not names:
         return []
     with conn.pipeline(transaction=False) as pipe:
@@ -87,7 +82,7 @@ def read_all(conn: redis.Redis, set_key: str, key_of) -> list[dict[str, Any]]:
             gone.append(n)
             continue
         # the name from the key: a hash recreated by a partial update (Redis restarted) may lack it
-        out.append({"name": n, **_decode(h)})
+        out.append({"name": n, **decode_hash(h)})
     if gone:
         conn.srem(set_key, *gone)
     return out
@@ -129,7 +124,7 @@ def read_control(conn: redis.Redis) -> tuple[int, dict[str, dict[str, Any]]]:
         pipe.hgetall(CONTROL)
         seq, raw = pipe.execute()
     commands = {}
-    for k, v in _decode(raw).items():
+    for k, v in decode_hash(raw).items():
         try:
             commands[k] = json.loads(v)
         except ValueError:

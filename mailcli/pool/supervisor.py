@@ -36,6 +36,7 @@ from mailcli.pool import state, verdicts
 from mailcli.pool.autoscale import Decision, PoolView, decide
 from mailcli.pool.worker import rss_with_children
 from mailcli.pool.worker_command import worker_command, worker_env
+from mailcli.private import make_private_dir
 from mailcli.queue.jobs import (
     JOB_MAX_CONVERSATIONS,
     QUEUES,
@@ -141,7 +142,7 @@ class Supervisor:
         self.ticks = 0
         home = settings.home.resolve()
         self.log_dir = home / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.log_dir)
 
     # -- the run --------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The queues' and keys' names, and the queue depths: what both the pool and `mailcli status` use.
+"""The queues' and keys' names, the queue depths and the decoding of Redis replies: what both the
+pool and `mailcli status` use.
 
 No rq here, nor redis-py: `mailcli status` imports this module without paying for either (rq costs
 15-30 ms of every call, and status needs it only to show failed jobs). mailcli.queue.jobs re-exports
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-PRIORITIES = ("critical", "high", "medium", "low")
+from mailcli.choices import PRIORITIES
+
 PHASE1_QUEUE = "phase1"  # jobs that need no LLM: see the module's docstring
 QUEUES = (PHASE1_QUEUE, *PRIORITIES)  # the order workers listen in
 QUEUE_PREFIX = "mailcli-"
@@ -27,6 +29,16 @@ PENDING_KEY = "mailcli:pending"  # pending count, published by the feeder for re
 
 def queue_name(queue: str) -> str:
     return QUEUE_PREFIX + queue
+
+
+def as_text(v: Any) -> str:
+    """A Redis reply's bytes (or a client's already decoded str) as str."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def decode_hash(h: dict | None) -> dict[str, str]:
+    """An HGETALL reply with its fields and values as str, whether the client decodes or not."""
+    return {as_text(k): as_text(v) for k, v in (h or {}).items()}
 
 
 def needs_llm(conv: dict[str, Any]) -> bool:

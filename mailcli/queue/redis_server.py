@@ -21,7 +21,6 @@ import fcntl
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +34,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from mailcli.config import ConfigError, Settings
+from mailcli.private import make_private_dir
+from mailcli.redact import hide, redact_url, url_passwords
 
 __all__ = [
     "EmbeddedRedis",
@@ -82,58 +83,6 @@ class RedisUnavailable(Exception):
 
 # --------------------------------------------------------------------------------------------------
 # URLs
-
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)(.*)$", re.S)
-_HOST = r"(?:\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9.\-_~%]*)(?::\d*)?"
-_NAMED_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~%]+)(?::\d*)?"
-_SECRET_PARAM_RE = re.compile(r"(?i)([?&;](?:password|pass|passwd|pwd|auth|requirepass)=)[^&;#]*")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password (or ``user:password``) replaced by ``***``, safe to print or log.
-
-    >>> redact_url("redis://user:secret@host:6379/0")
-    'redis://***@host:6379/0'
-    >>> redact_url("unix:///run/redis.sock?db=0&password=secret")
-    'unix:///run/redis.sock?db=0&password=***'
-
-    Errs on the side of hiding: any user-info part is replaced, even a bare user name, and a malformed URL
-    (an unencoded ``@``, ``/`` or ``?`` inside the password) still never shows the password.
-    """
-    if not url:
-        return url
-    url = _SECRET_PARAM_RE.sub(r"\1***", url)
-    m = _SCHEME_RE.match(url)
-    if not m:
-        return url
-    scheme, rest = m.groups()
-    if rest.startswith("/"):  # unix:///path: no authority, so no user info
-        return url
-    path = r"(?:/[^?#@]*)?" if scheme.lower().startswith("unix") else r"(?:/\d*)?"
-    after_userinfo = re.compile(_HOST + path + r"(?:[?#].*)?", re.S)
-    in_query = re.compile(_NAMED_HOST + path + r"[?#].*", re.S)
-    # '@'s that are not inside a query value (?client_name=a@b); the user info ends at one of them
-    ats = [i for i, ch in enumerate(rest) if ch == "@" and not in_query.fullmatch(rest[:i])]
-    if not ats:
-        return url
-    # the rightmost '@' followed by a well-formed host[:port][/db][?query] (hides the most)
-    at = next((i for i in reversed(ats) if after_userinfo.fullmatch(rest[i + 1 :])), ats[-1])
-    return f"{scheme}***{rest[at:]}"
-
-
-def _url_password(url: str) -> str | None:
-    """The password in ``url`` (user-info or ``?password=``), to scrub it from error text."""
-    from urllib.parse import parse_qs, unquote, urlsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            return unquote(parts.password)
-        values = parse_qs(parts.query).get("password")
-        return values[0] if values else None
-    except ValueError:
-        return None
 
 
 def describe(settings: Settings) -> str:
@@ -226,11 +175,7 @@ def _connect_url(url: str, options: dict[str, Any]) -> redis.Redis:
 
 
 def _scrub(text: str, url: str) -> str:
-    text = _one_line(text)
-    secret = _url_password(url)
-    if secret:
-        text = text.replace(secret, "***")
-    return text
+    return hide(_one_line(text), url_passwords(url))
 
 
 def server_info(conn: redis.Redis) -> dict[str, Any]:
@@ -326,7 +271,11 @@ class EmbeddedRedis:
         """Start the server unless it already answers; return the socket path once it answers PING."""
         if self._answers():
             return str(self.socket_path)
-        self._make_private_dir()
+        if not make_private_dir(self.dir):
+            raise RedisUnavailable(
+                f"cannot make the embedded Redis directory {self.dir} private; "
+                "fix its owner/permissions or set MAILCLI_HOME elsewhere"
+            )
         with self._locked():
             # another process may have started it while we waited for the lock
             if self._answers():
@@ -471,29 +420,6 @@ class EmbeddedRedis:
 
     def _answers(self) -> bool:
         return self._ping() == "ok"
-
-    def _make_private_dir(self) -> None:
-        """Create the directory (and missing parents) with mode 0700; make the directory itself 0700."""
-        missing: list[Path] = []
-        p = self.dir
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            try:
-                d.mkdir(mode=0o700)
-            except FileExistsError:
-                continue  # created concurrently by another process
-            os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
-        try:
-            st = os.stat(self.dir)
-            if st.st_mode & 0o077:
-                os.chmod(self.dir, 0o700)
-        except OSError as exc:
-            raise RedisUnavailable(
-                f"cannot make the embedded Redis directory {self.dir} private ({exc.strerror}); "
-                "fix its owner/permissions or set MAILCLI_HOME elsewhere"
-            ) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from mailcli.choices import PRIORITIES, unknown_choice
 from mailcli.store.db import Store
 
-PRIORITIES = ("critical", "high", "medium", "low")
 PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
 ATTENTION_LIMIT = 60  # needs-attention conversations shown in full
 ATTENTION_EMAILS = 20  # emails listed per needs-attention conversation
@@ -45,7 +45,7 @@ class Scope:
     @classmethod
     def parse(cls, since: str | None, priority: str | None) -> Scope:
         if priority is not None and priority not in PRIORITIES:
-            raise ReportError(f"unknown --priority {priority!r}: use critical, high, medium or low")
+            raise ReportError(unknown_choice("--priority", priority, PRIORITIES))
         if since is not None:
             try:
                 since = date.fromisoformat(since.strip()[:10]).isoformat()

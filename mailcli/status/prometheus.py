@@ -156,26 +156,13 @@ def exposition(snap: Snapshot) -> str:
         "Jobs that failed in the worker process.",
         [(worker_labels(w), w.jobs_failed) for w in ws],
     )
-    g(
-        "mailcli_worker_rss_bytes",
-        "Resident memory of the worker and its children.",
-        [(worker_labels(w), w.rss_bytes) for w in ws],
-    )
-    g(
-        "mailcli_worker_rss_limit_bytes",
-        "The pool's --max-memory per worker.",
-        [(worker_labels(w), w.rss_limit_bytes) for w in ws],
-    )
-    g(
-        "mailcli_worker_cpu_percent",
-        "CPU use of the worker process, percent of one core.",
-        [(worker_labels(w), w.cpu_percent) for w in ws],
-    )
-    g(
-        "mailcli_worker_heartbeat_age_seconds",
-        "Seconds since the worker last published its state.",
-        [(worker_labels(w), w.heartbeat_age_s) for w in ws],
-    )
+    for name, what, attr in (
+        ("mailcli_worker_rss_bytes", "Resident memory of the worker and its children.", "rss_bytes"),
+        ("mailcli_worker_rss_limit_bytes", "The pool's --max-memory per worker.", "rss_limit_bytes"),
+        ("mailcli_worker_cpu_percent", "CPU use of the worker process, percent of one core.", "cpu_percent"),
+        ("mailcli_worker_heartbeat_age_seconds", "Seconds since the worker last published its state.", "heartbeat_age_s"),
+    ):
+        g(name, what, [(worker_labels(w), getattr(w, attr)) for w in ws])
 
     # queues
     q = snap.queues

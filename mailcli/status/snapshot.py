@@ -21,11 +21,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailcli.config import Settings
 from mailcli.llm.hosts import parse_hosts
-from mailcli.queue.names import PENDING_KEY, RESULTS_STREAM, queue_depths, queue_name  # no rq
+from mailcli.queue.names import (  # no rq
+    PENDING_KEY,
+    RESULTS_STREAM,
+    as_text,
+    decode_hash,
+    queue_depths,
+    queue_name,
+)
+from mailcli.redact import hide, url_passwords
 
 # Imported where they are used, not here: redis-py (~100-125 ms of imports, which the SQLite read
 # overlaps), rq (only to read failed jobs), http.client (the Ollama probe, mailcli.status.probe).
@@ -427,24 +434,6 @@ def worker_info(h: dict[str, str], now: float, limits: dict[str, float]) -> Work
     )
 
 
-def _secrets(settings: Settings) -> list[str]:
-    """The password in REDIS_URL, in every spelling it may take in an error message."""
-    url = settings.redis_url or ""
-    found = []
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            found.append(parts.password)
-        found.extend(parse_qs(parts.query).get("password", []))
-    except ValueError:
-        pass
-    out = set()
-    for s in found:
-        if s:
-            out.update({s, unquote(s)})
-    return sorted(out, key=len, reverse=True)
-
-
 def scrub(obj: Any, secrets: list[str]) -> Any:
     """Replace every secret in every string of a dataclass tree, in place; returns obj."""
     if not secrets:
@@ -452,9 +441,7 @@ def scrub(obj: Any, secrets: list[str]) -> Any:
 
     def clean(v: Any) -> Any:
         if isinstance(v, str):
-            for s in secrets:
-                v = v.replace(s, "***")
-            return v
+            return hide(v, secrets)
         if isinstance(v, list):
             return [clean(x) for x in v]
         if isinstance(v, dict):
@@ -604,7 +591,7 @@ class StatusReader:
         self.probe_timeout = probe_timeout
         self.store_load_share = store_load_share
         self._clock = clock
-        self._secrets = _secrets(settings)
+        self._secrets = url_passwords(settings.redis_url)
         self._observer = socket.gethostname()
         self._conn: Any = None
         self._store: Any = None
@@ -814,14 +801,14 @@ class StatusReader:
             pipe.info("server")
             pipe.info("memory")
             pool_ids, worker_names, pending, unsaved, server, memory = pipe.execute()
-        pool_ids = sorted(_text(x) for x in pool_ids)
-        worker_names = sorted(_text(x) for x in worker_names)
+        pool_ids = sorted(as_text(x) for x in pool_ids)
+        worker_names = sorted(as_text(x) for x in worker_names)
         with conn.pipeline(transaction=False) as pipe:  # every hash in one round trip
             for p in pool_ids:
                 pipe.hgetall(state.pool_key(p))
             for w in worker_names:
                 pipe.hgetall(state.worker_key(w))
-            hashes = [_decode(h) for h in pipe.execute()]
+            hashes = [decode_hash(h) for h in pipe.execute()]
         pools = [pool_info(h, now, self._observer) for h in hashes[: len(pool_ids)] if h]
         limits = {p.id: p.max_memory_mb for p in pools if p.max_memory_mb}
         workers = [worker_info(h, now, limits) for h in hashes[len(pool_ids) :] if h]
@@ -943,14 +930,6 @@ class StatusReader:
         return OllamaInfo(hosts=hosts, fallbacks={k: int(v) for k, v in fallbacks.items()})
 
 
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _decode(h: dict) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in (h or {}).items()}
 
 
 def take_snapshot(settings: Settings, **kwargs: Any) -> Snapshot:

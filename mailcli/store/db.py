@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mailcli.private import make_private_dir
 from mailcli.store.schema import SCHEMA_VERSION, current_version, migrate
 
 
@@ -18,29 +19,6 @@ class StoreError(Exception):
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def make_private_dir(path: Path) -> None:
-    """Create `path` (and missing parents we create) readable by the owner only: these are people's emails.
-
-    An existing directory loses its group and other bits (other users must not read the database)
-    but never gains one: a directory its owner made read-only stays read-only, and writing into it
-    fails with a line that says so.
-    """
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(d, 0o700)
-    try:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(path, mode & 0o700)
-    except OSError:
-        pass
 
 
 @contextlib.contextmanager
@@ -76,6 +54,7 @@ def connect(db_path: Path, *, readonly: bool = False, timeout: float = 30.0) -> 
             raise StoreError(f"no database at {db_path}: run `mailcli ingest FILE` first")
         conn = _connect_readonly(db_path, timeout)
     else:
+        # a directory another user owns cannot be made private: whether it can be written decides
         make_private_dir(db_path.parent)
         if not os.access(db_path.parent, os.W_OK) or (db_path.exists() and not os.access(db_path, os.W_OK)):
             raise StoreError(

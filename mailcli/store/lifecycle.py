@@ -24,8 +24,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mailcli.choices import PRIORITIES
 from mailcli.contract import Status
-from mailcli.queue.names import PRIORITIES
 from mailcli.store.db import Store, now_iso
 
 # -- pending: emails joined, asked again ---------------------------------------------------
@@ -90,24 +90,27 @@ def mark_for_analysis(
 def _stale_llm_sql(llm_keys: tuple[str, str], *, all_phases: bool, max_phase: int) -> tuple[str, list[Any]]:
     """Ids of analysed conversations owed an LLM answer they lack or hold from another model/prompt.
 
-    Owed as in completeness.plan_phases: phase 2 for every email from tier 2 (and for a critical
-    email at any tier), phase 3 at tier 3; everything with --all-phases; nothing above --phase.
+    Owed as completeness.plan_phases decides, from the same table of tiers and priority; everything
+    with --all-phases; nothing above --phase (the caller asks only when max_phase >= 2).
     """
+    # imported here: ingest imports this module, and has no use for the analysis package
+    from mailcli.analysis.completeness import PHASE2_PRIORITY, PHASE2_TIER, PHASE3_TIER
+
     p2, p3 = llm_keys
     allp = int(all_phases)
     parts = [
         "SELECT ea.conversation_id FROM email_analysis ea"
         " JOIN conversation_analysis ca ON ca.conversation_id = ea.conversation_id"
-        " WHERE (ca.tier >= 2 OR ea.priority = 'critical' OR ?)"
+        " WHERE (ca.tier >= ? OR ea.priority = ? OR ?)"
         " AND (ea.phase2 IS NULL OR ea.phase2_key IS NULL OR substr(ea.phase2_key, 1, ?) != ?)"
     ]
-    params: list[Any] = [allp, len(p2), p2]
+    params: list[Any] = [PHASE2_TIER, PHASE2_PRIORITY, allp, len(p2), p2]
     if max_phase >= 3:
         parts.append(
-            "SELECT ca.conversation_id FROM conversation_analysis ca WHERE (ca.tier >= 3 OR ?)"
+            "SELECT ca.conversation_id FROM conversation_analysis ca WHERE (ca.tier >= ? OR ?)"
             " AND (ca.phase3 IS NULL OR ca.phase3_key IS NULL OR substr(ca.phase3_key, 1, ?) != ?)"
         )
-        params += [allp, len(p3), p3]
+        params += [PHASE3_TIER, allp, len(p3), p3]
     return " UNION ".join(parts), params
 
 

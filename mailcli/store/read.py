@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from mailcli.choices import PRIORITIES
 from mailcli.contract import Status
 from mailcli.store.db import Store
 
@@ -124,6 +125,14 @@ def write_export(store: Store, out: io.TextIOBase, fmt: str = "jsonl") -> int:
     return n
 
 
+# most urgent first, then conversations phase 1 has not prioritised yet
+_PRIORITY_ORDER = (
+    "CASE c.priority "
+    + " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PRIORITIES))
+    + f" ELSE {len(PRIORITIES)} END"
+)
+
+
 def conversation_rows(
     store: Store, *, priority: str | None = None, conversation_id: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
@@ -143,8 +152,7 @@ def conversation_rows(
         " FROM conversations c"
         " LEFT JOIN conversation_analysis ca ON ca.conversation_id = c.id"
         + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY CASE c.priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2"
-        " WHEN 'low' THEN 3 ELSE 4 END, c.last_date DESC, c.id LIMIT ?"
+        + f" ORDER BY {_PRIORITY_ORDER}, c.last_date DESC, c.id LIMIT ?"
     )
     keys = ["id", "subject", "emails", "status", "priority", "completeness", "is_complete", "tier", "last_date",
             "error", "phase2_emails", "phase3_source", "summary"]  # fmt: skip
