@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO, TypeVar
+
+T = TypeVar("T")
 
 
 def make_private_dir(path: Path) -> bool:
@@ -33,3 +37,23 @@ def make_private_dir(path: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def write_private(path: Path, write: Callable[[TextIO], T], *, newline: str | None = None) -> T:
+    """Write a text file readable by its owner only (exports and reports hold people's emails):
+    ``write(fh)`` fills a temporary file beside ``path`` (``<name>.part``, mode 0600), renamed over
+    ``path`` once complete, so a reader never sees half a file; on any failure the temporary file
+    is removed. Missing parent directories are created private. Returns what ``write`` returns."""
+    path = Path(path)
+    if not path.parent.exists():
+        make_private_dir(path.parent)
+    tmp = path.with_name(path.name + ".part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            result = write(fh)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return result

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+import pytest
 from conftest import SAMPLES, TESTS
 
 GOOD = [
@@ -493,3 +494,29 @@ def test_help_paragraphs_flow_to_the_terminal_width():
         for paragraph in text.split("\n\n"):
             for line in paragraph.split("\n")[1:]:
                 assert line[:1].isspace() or line.startswith(("- ", "* ")), (paragraph, line)
+
+
+def test_export_into_a_missing_folder_creates_it_private(home, tmp_path):
+    """export -o into a folder that does not exist yet: the folder is made (owner only, like the
+    data directory) and the file is complete and owner-only; no temporary file is left."""
+    import stat
+
+    ingest_json(home, str(SAMPLES / "flat.jsonl"))
+    out = tmp_path / "new" / "deeper" / "x.jsonl"
+    proc = home.run("export", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert len(out.read_text().splitlines()) == 8
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and stat.S_IMODE(out.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x.jsonl"]
+
+
+def test_write_private_leaves_no_partial_file_on_failure(tmp_path):
+    from mailcli.private import write_private
+
+    def fail(fh):
+        fh.write("half")
+        raise RuntimeError("disk went away")
+
+    with pytest.raises(RuntimeError):
+        write_private(tmp_path / "r.html", fail)
+    assert list(tmp_path.iterdir()) == []

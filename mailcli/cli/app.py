@@ -478,13 +478,9 @@ def export(
             write_export(store, sys.stdout, fmt)
             sys.stdout.flush()
         else:
-            tmp = output.with_name(output.name + ".part")
-            # email text: readable by its owner only, like the database
-            with open(
-                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8", newline=""
-            ) as fh:
-                n = write_export(store, fh, fmt)
-            tmp.replace(output)
+            from mailcli.private import write_private
+
+            n = write_private(output, lambda fh: write_export(store, fh, fmt), newline="")  # holds email text
             err_console.print(f"{n} records written to {output}", highlight=False)
 
 

@@ -10,7 +10,6 @@ with ``<``, ``>`` and ``&`` written as JSON escapes so that no text in it can cl
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from markupsafe import Markup
 
 from mailcli import __version__
+from mailcli.private import write_private
 from mailcli.report.data import Scope, build
 from mailcli.store.db import Store
 
@@ -99,14 +99,7 @@ def write_report(store: Store, output: Path, scope: Scope | None = None) -> Repo
     data = build(store, scope)
     html = render(data)
     output = Path(output)
-    if output.parent and not output.parent.exists():
-        output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".part")
-    # the page holds people's emails: readable by the owner only, as the database is
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(html)
-    tmp.replace(output)
+    write_private(output, lambda fh: fh.write(html))  # the page holds people's emails
     return ReportSummary(
         path=output,
         bytes=output.stat().st_size,
