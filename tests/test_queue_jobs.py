@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import zlib
 from pathlib import Path
 
@@ -62,7 +63,12 @@ def test_jobs_that_need_no_llm_skip_the_priority_routing(home, monkeypatch):
         assert depths[PHASE1_QUEUE]["queued"] == jobs
         assert all(depths[p]["queued"] == 0 for p in QUEUES[1:])
         # routing to phase1 does not pin a priority on the conversation
-        assert store.conn.execute("SELECT count(*) FROM conversations WHERE queue_priority IS NOT NULL").fetchone()[0] == 0
+        assert (
+            store.conn.execute(
+                "SELECT count(*) FROM conversations WHERE queue_priority IS NOT NULL"
+            ).fetchone()[0]
+            == 0
+        )
 
         # the same conversations owing the LLM phases: routed by the priority phase 1 gives them
         home.redis().delete(f"rq:queue:{queue_name(PHASE1_QUEUE)}")
@@ -131,8 +137,77 @@ def test_priorities_read_before_a_claim_route_it_as_priorities_computed_inside(h
     with home.store() as store:
         payloads = conversation_payloads(store, pending_ids(store, 1000), home.settings())
         known = feeder.email_priorities(store, 1000)
-        assert len(known) == len({(e["subject"], e["body"], e["importance"]) for c in payloads for e in c["emails"]})
+        assert len(known) == len(
+            {(e["subject"], e["body"], e["importance"]) for c in payloads for e in c["emails"]}
+        )
         inside = feeder.plan_jobs(payloads)
         assert feeder.plan_jobs(payloads, {}) == inside  # an email that joined since is computed inside
-        monkeypatch.setattr(feeder, "priority_of", lambda *a, **k: pytest.fail("an email's priority computed again"))
+        monkeypatch.setattr(
+            feeder, "priority_of", lambda *a, **k: pytest.fail("an email's priority computed again")
+        )
         assert feeder.plan_jobs(payloads, known) == inside
+
+
+def test_a_claim_that_does_not_commit_leaves_no_job_a_worker_could_run(home, monkeypatch):
+    """The feeder saves a claim's jobs in Redis inside the claim's transaction, where no worker can
+    take them, and pushes them to their queues only after the commit. When the commit fails (a full
+    disk), the jobs are withdrawn: the same conversations claimed later are in one job each, never
+    also in a job of the claim that did not commit (seen: eight revisions analysed twice when a
+    full disk failed a claim's commit after its jobs were enqueued)."""
+    import contextlib
+
+    import mailcli.dispatch.feeder as feeder
+    from mailcli.store.db import write_transaction
+
+    ingest(home)
+    conn = home.redis()
+    with home.store() as store:
+
+        @contextlib.contextmanager
+        def full_disk_at_commit():
+            with contextlib.suppress(RuntimeError), write_transaction(store.conn):
+                yield store.conn
+                raise RuntimeError("roll back instead of committing")
+            raise sqlite3.OperationalError("database or disk is full")
+
+        staged = []
+        real_stage = feeder.stage_conversations
+        monkeypatch.setattr(
+            feeder, "stage_conversations", lambda *a: staged.append(real_stage(*a)) or staged[-1]
+        )
+        monkeypatch.setattr(store, "write", full_disk_at_commit)
+        with pytest.raises(sqlite3.OperationalError):
+            feeder.feed_once(store, conn, home.settings())
+        assert staged, "the claim staged its jobs before the commit"
+        assert not [k for k in conn.scan_iter("rq:job:*")], "a job of the failed claim is left in Redis"
+        assert sum(d["queued"] for d in queue_depths(conn).values()) == 0
+        assert not store.conn.in_transaction
+        assert (
+            store.conn.execute("SELECT count(*) FROM conversations WHERE status != 'pending'").fetchone()[0]
+            == 0
+        )
+
+        monkeypatch.undo()
+        jobs = feeder.feed_once(store, conn, home.settings())
+        assert jobs > 0 and sum(d["queued"] for d in queue_depths(conn).values()) == jobs
+        assert (
+            store.conn.execute("SELECT count(*) FROM conversations WHERE status != 'queued'").fetchone()[0]
+            == 0
+        )
+
+
+def test_a_commit_that_fails_leaves_no_transaction_open(tmp_path):
+    """SQLite keeps a transaction open when its COMMIT fails (here a deferred foreign key, in the
+    field a full disk): the next write_transaction would have joined it and never committed."""
+    from mailcli.store.db import connect, write_transaction
+
+    conn = connect(tmp_path / "t.db")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE c (pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sqlite3.IntegrityError), write_transaction(conn):
+        conn.execute("INSERT INTO c VALUES (42)")  # fails only at COMMIT
+    assert not conn.in_transaction
+    with write_transaction(conn):
+        conn.execute("INSERT INTO p VALUES (1)")
+    assert connect(tmp_path / "t.db").execute("SELECT count(*) FROM p").fetchone()[0] == 1

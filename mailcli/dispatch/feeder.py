@@ -27,14 +27,16 @@ from mailcli.queue.jobs import (
     PHASE1_QUEUE,
     PRIORITIES,
     QUEUES,
-    enqueue_conversations,
     failed_jobs,
     group_into_jobs,
     is_popped,
     job_id_for,
     needs_llm,
+    publish_staged,
     requeue_stranded,
+    stage_conversations,
     take_unstarted,
+    withdraw_staged,
 )
 from mailcli.store import lifecycle
 from mailcli.store.db import Store
@@ -104,7 +106,9 @@ def plan_jobs(payloads: list[dict[str, Any]], known: EmailPriorities | None = No
     for conv in payloads:
         by_queue[route(conv, known)].append(conv)
     return [
-        (job_id_for(group), queue, group) for queue in QUEUES for group in group_into_jobs(by_queue.get(queue, []))
+        (job_id_for(group), queue, group)
+        for queue in QUEUES
+        for group in group_into_jobs(by_queue.get(queue, []))
     ]
 
 
@@ -119,10 +123,13 @@ def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int |
     room = window - in_flight(store)
     jobs = 0
 
-    def enqueue(claims: list[Claim]) -> None:
+    def enqueue(claims: list[Claim]) -> StagedJobs:
         nonlocal jobs
-        for _, queue, group in claims:
-            jobs += enqueue_conversations(conn, queue, group) is not None
+        staged = StagedJobs(
+            conn, [j for _, queue, group in claims if (j := stage_conversations(conn, queue, group))]
+        )
+        jobs += len(staged.jobs)
+        return staged
 
     while room > 0:
         limit = min(room, FEED_CHUNK)
@@ -142,6 +149,20 @@ def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int |
     except redis.RedisError:
         pass
     return jobs
+
+
+class StagedJobs:
+    """A claim's jobs, saved in Redis inside its transaction and pushed to their queues after the
+    commit (lifecycle.Delivery)."""
+
+    def __init__(self, conn: redis.Redis, jobs: list):
+        self.conn, self.jobs = conn, jobs
+
+    def publish(self) -> None:
+        publish_staged(self.conn, self.jobs)
+
+    def withdraw(self) -> None:
+        withdraw_staged(self.conn, self.jobs)
 
 
 def pending_count(store: Store) -> int:

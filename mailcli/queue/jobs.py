@@ -72,7 +72,11 @@ class PayloadJob(Job):
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
         data = self.data
-        packed = self._packed[1] if self._packed is not None and self._packed[0] is data else zlib.compress(data, 1)
+        packed = (
+            self._packed[1]
+            if self._packed is not None and self._packed[0] is data
+            else zlib.compress(data, 1)
+        )
         self._data = b""  # RQ would compress the data again inside
         try:
             obj = super().to_dict(include_meta=include_meta, include_result=include_result)
@@ -130,8 +134,26 @@ def job_timeout(n_emails: int) -> int:
     return JOB_TIMEOUT_BASE + JOB_TIMEOUT_PER_EMAIL * n_emails
 
 
-def enqueue_conversations(conn: redis.Redis, priority: str, conversations: list[dict[str, Any]]) -> Job | None:
+def enqueue_conversations(
+    conn: redis.Redis, priority: str, conversations: list[dict[str, Any]]
+) -> Job | None:
     """Enqueue one job for these conversations; None when that very job is already waiting or running."""
+    job = stage_conversations(conn, priority, conversations)
+    if job is not None:
+        publish_staged(conn, [job])
+    return job
+
+
+def stage_conversations(conn: redis.Redis, priority: str, conversations: list[dict[str, Any]]) -> Job | None:
+    """Save one job for these conversations in Redis as queued, but in no queue's list yet: no worker
+    can take it until :func:`publish_staged` pushes it, and :func:`withdraw_staged` deletes it
+    unseen. None when that very job is already waiting or running.
+
+    The feeder stages its jobs inside the claim's SQLite transaction and publishes them after the
+    commit: a claim that does not commit (a full disk) leaves no job behind that a worker could run
+    beside the job of the claim that later does. A staged job that is never published (the process
+    died after the commit) is one in none of its queue's lists, which the reconciler requeues as
+    stranded."""
     job_id = job_id_for(conversations)
     q = queue_for(conn, priority)
     try:
@@ -150,17 +172,38 @@ def enqueue_conversations(conn: redis.Redis, priority: str, conversations: list[
             return None
         existing.delete()
     n_emails = sum(len(c["emails"]) for c in conversations)
-    return q.enqueue(
+    job = q.create_job(
         TASK,
-        {"version": WIRE_VERSION, "conversations": conversations},
+        args=({"version": WIRE_VERSION, "conversations": conversations},),
         job_id=job_id,
-        job_timeout=job_timeout(n_emails),
+        timeout=job_timeout(n_emails),
         result_ttl=RESULT_TTL,
         failure_ttl=FAILURE_TTL,
         retry=RETRY,
         description=f"analyse {len(conversations)} conversations ({n_emails} emails)",
         meta={"conversations": [c["conversation_id"] for c in conversations], "emails": n_emails},
     )
+    # what RQ's enqueue does, but the push onto the queue's list (RQ 3's Queue internals)
+    q._prepare_for_queue(job)
+    with conn.pipeline() as pipe:
+        pipe.sadd(q.redis_queues_keys, q.key)
+        q._persist_job(job, pipe)
+        pipe.execute()
+    return job
+
+
+def publish_staged(conn: redis.Redis, jobs: Sequence[Job]) -> None:
+    """Push staged jobs onto their queues' lists, where workers take them."""
+    with conn.pipeline() as pipe:
+        for job in jobs:
+            Queue(job.origin, connection=conn, serializer=JSONSerializer).push_job_id(job.id, pipeline=pipe)
+        pipe.execute()
+
+
+def withdraw_staged(conn: redis.Redis, jobs: Sequence[Job]) -> None:
+    """Delete staged jobs no worker has seen (they were never on a queue's list)."""
+    for job in jobs:
+        job.delete(remove_from_queue=False)
 
 
 def requeue_started(conn: redis.Redis, job_id: str) -> bool:
@@ -250,7 +293,9 @@ def recover_job(conn: redis.Redis, job_id: str, *, killed_for: str | None = None
         kills = int(conn.incr(key))
         conn.expire(key, FAILURE_TTL)
         if kills >= MAX_KILLS:
-            return "failed" if fail_started(conn, job_id, f"worker killed {kills} times: {killed_for}") else ""
+            return (
+                "failed" if fail_started(conn, job_id, f"worker killed {kills} times: {killed_for}") else ""
+            )
     return "requeued" if requeue_started(conn, job_id) else ""
 
 

@@ -35,11 +35,13 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        # inside the try: a COMMIT that fails (a full disk, a deferred constraint) leaves SQLite's
+        # transaction open, and the next write_transaction would join it instead of beginning
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.rollback()
         raise
-    conn.execute("COMMIT")
 
 
 def connect(db_path: Path, *, readonly: bool = False, timeout: float = 30.0) -> sqlite3.Connection:
@@ -126,7 +128,9 @@ class Store:
                     conn = connect(db_path, readonly=True)
                 elif version == 0:
                     conn.close()
-                    raise StoreError(f"{db_path} holds no mailcli database yet: run `mailcli ingest FILE` first")
+                    raise StoreError(
+                        f"{db_path} holds no mailcli database yet: run `mailcli ingest FILE` first"
+                    )
             else:
                 migrate(conn)
         except sqlite3.DatabaseError as exc:
@@ -138,7 +142,9 @@ class Store:
         except RuntimeError as exc:  # a schema newer than this mailcli
             raise StoreError(str(exc)) from None
         except PermissionError as exc:
-            raise StoreError(f"cannot open {db_path}: {exc.strerror}; check the directory's permissions") from None
+            raise StoreError(
+                f"cannot open {db_path}: {exc.strerror}; check the directory's permissions"
+            ) from None
         return cls(conn, db_path)
 
     def write(self):

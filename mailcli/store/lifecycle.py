@@ -18,15 +18,18 @@ conversation take turns, and the second sees what the first wrote.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from mailcli.choices import PRIORITIES
 from mailcli.contract import Status
 from mailcli.store.db import Store, now_iso
+
+log = logging.getLogger("mailcli.lifecycle")
 
 # -- pending: emails joined, asked again ---------------------------------------------------
 
@@ -80,7 +83,8 @@ def mark_for_analysis(
         where.append(cond)
     sql = (
         "UPDATE conversations SET status = 'pending', want_all_phases = ?, force = ?, max_phase = ?,"
-        " revision = revision + 1, job_id = NULL, updated_at = ?" + (" WHERE " + " AND ".join(where) if where else "")
+        " revision = revision + 1, job_id = NULL, updated_at = ?"
+        + (" WHERE " + " AND ".join(where) if where else "")
     )
     with store.write():
         cur = store.conn.execute(sql, [int(all_phases), int(reanalyze), max_phase, now_iso(), *params])
@@ -122,48 +126,75 @@ Claim = tuple[str, str, list[dict[str, Any]]]
 Planner = Callable[[list[dict[str, Any]]], list[Claim]]
 
 
+class Delivery(Protocol):
+    """Jobs made ready inside a claim's transaction, for no one to run until ``publish``."""
+
+    def publish(self) -> None: ...  # after the commit: workers may take the jobs
+
+    def withdraw(self) -> None: ...  # the claim did not commit: the jobs go, never seen
+
+
 def claim_pending(
     store: Store,
     limit: int,
     payloads: Callable[[list[str]], list[dict[str, Any]]],
     plan: Planner,
-    deliver: Callable[[list[Claim]], object] | None = None,
+    deliver: Callable[[list[Claim]], Delivery] | None = None,
 ) -> list[Claim]:
     """Claim up to ``limit`` pending conversations for jobs, in one transaction.
 
     ``payloads`` reads the chosen conversations' payloads and ``plan`` groups them into jobs; each
     conversation moves to `queued` under its job's id, guarded by the status and revision read in
     the same transaction: two feeders (two pools, an ingest beside a pool, `analyze --inline`) can
-    never put one revision in two jobs. ``deliver`` (the feeder's enqueue) runs before the commit:
-    no other process ever sees a claim whose job is not in Redis yet, and a deliver that fails
-    rolls the claims back.
+    never put one revision in two jobs. ``deliver`` (the feeder's) saves the jobs in Redis before
+    the commit, where no worker takes them yet: no other process ever sees a claim whose job is not
+    in Redis. After the commit the delivery is published (workers take the jobs); when the commit
+    fails (a full disk) the claims roll back and the delivery is withdrawn, so no job of a claim
+    that never was can run beside the job of the claim made later.
     """
-    with store.write():
-        ids = [
-            r[0]
-            for r in store.conn.execute(
-                "SELECT id FROM conversations WHERE status = 'pending' ORDER BY first_date, id LIMIT ?", (int(limit),)
+    delivery: Delivery | None = None
+    try:
+        with store.write():
+            ids = [
+                r[0]
+                for r in store.conn.execute(
+                    "SELECT id FROM conversations WHERE status = 'pending' ORDER BY first_date, id LIMIT ?",
+                    (int(limit),),
+                )
+            ]
+            if not ids:
+                return []
+            claims = plan(payloads(ids))
+            ts = now_iso()
+            # a job routed by priority keeps that priority (the feeder routes LLM work by it)
+            store.conn.executemany(
+                "UPDATE conversations SET status = 'queued', job_id = ?, queue_priority = coalesce(queue_priority, ?),"
+                " queued_at = ?, updated_at = ? WHERE id = ? AND status = 'pending' AND revision = ?",
+                [
+                    (
+                        job_id,
+                        queue if queue in PRIORITIES else None,
+                        ts,
+                        ts,
+                        c["conversation_id"],
+                        c["revision"],
+                    )
+                    for job_id, queue, group in claims
+                    for c in group
+                ],
             )
-        ]
-        if not ids:
-            return []
-        claims = plan(payloads(ids))
-        ts = now_iso()
-        # a job routed by priority keeps that priority (the feeder routes LLM work by it)
-        store.conn.executemany(
-            "UPDATE conversations SET status = 'queued', job_id = ?, queue_priority = coalesce(queue_priority, ?),"
-            " queued_at = ?, updated_at = ? WHERE id = ? AND status = 'pending' AND revision = ?",
-            [
-                (job_id, queue if queue in PRIORITIES else None, ts, ts, c["conversation_id"], c["revision"])
-                for job_id, queue, group in claims
-                for c in group
-            ],
-        )
-        if deliver is not None:
-            deliver(claims)
+            if deliver is not None:
+                delivery = deliver(claims)
+    except BaseException:
+        if delivery is not None:
+            try:
+                delivery.withdraw()
+            except Exception:  # Redis away too: the jobs stay unpublished, and no claim names them
+                log.warning("could not withdraw the jobs of a claim that did not commit", exc_info=True)
+        raise
+    if delivery is not None:
+        delivery.publish()
     return claims
-
-
 
 
 def release(store: Store, job_ids: Sequence[str]) -> int:
@@ -195,7 +226,10 @@ def requeued(store: Store, job_id: str, conversation_ids: Sequence[str]) -> int:
 
 
 def exists(store: Store, conversation_id: str) -> bool:
-    return store.conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is not None
+    return (
+        store.conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        is not None
+    )
 
 
 def queued_jobs(store: Store) -> list[str]:
@@ -254,7 +288,12 @@ def current_revision(conn: sqlite3.Connection, conversation_id: str) -> int | No
 
 
 def analysed(
-    conn: sqlite3.Connection, conversation_id: str, status: str, priority: str | None, error: str | None, ts: str
+    conn: sqlite3.Connection,
+    conversation_id: str,
+    status: str,
+    priority: str | None,
+    error: str | None,
+    ts: str,
 ) -> None:
     """A current result was written (inside the same transaction that read the revision)."""
     conn.execute(
@@ -263,7 +302,9 @@ def analysed(
     )
 
 
-def mark_failed(store: Store, conversation_ids: Sequence[str], error: str, *, job_id: str | None = None) -> int:
+def mark_failed(
+    store: Store, conversation_ids: Sequence[str], error: str, *, job_id: str | None = None
+) -> int:
     """Conversations of a job that exhausted its retries. With ``job_id``, only those that job still
     holds (a conversation since re-owed or answered by another job is not failed by this one)."""
     ts = now_iso()
