@@ -115,9 +115,10 @@ def plan_jobs(payloads: list[dict[str, Any]], known: EmailPriorities | None = No
 def feed_once(store: Store, conn: redis.Redis, settings: Settings, window: int | None = None) -> int:
     """Claim pending conversations and enqueue their jobs until `window` are in Redis. Returns jobs enqueued.
 
-    Each round claims conversations and enqueues their jobs in one SQLite transaction (the
-    enqueue runs before the commit): a conversation revision is in one job only, however many
-    feeders run (two pools, an ingest beside a pool), and no claim is ever seen without its job.
+    Each round claims conversations and saves their jobs in Redis in one SQLite transaction, and
+    pushes the jobs to their queues after the commit (lifecycle.claim_pending): a conversation
+    revision is in one job only, however many feeders run (two pools, an ingest beside a pool), and
+    no claim is ever seen without its job.
     """
     window = window or settings.window
     room = window - in_flight(store)
