@@ -7,9 +7,14 @@ How the text is read:
 
 * Text = subject + body with quoted history removed (:func:`strip_quoted`), so a reply does not
   re-count the PO numbers and amounts of the message it quotes.
-* Keywords (workflow groups, urgency words, pattern words) are whole words, case-insensitive, and
-  exactly the words listed here: ``ship`` does not match ``shipped``, ``know`` is not ``now``.
-  All keywords are found in one scan by one alternation (``_KEYWORD_RE``).
+* Keywords (workflow words, urgency words, pattern words) are whole words, case-insensitive, and
+  exactly the words listed here: ``know`` is not ``now``. A workflow word also counts in the
+  inflections ``WORKFLOW_INFLECTIONS`` lists for it, chosen per word ("returned" is "return",
+  "shipping" is "ship"; "updated" and "tracked" are not listed). All keywords are found in one scan
+  by one alternation (``_KEYWORD_RE``).
+* The workflow state is the first row of ``WORKFLOW_PRECEDENCE`` with a word in the prose: its rows
+  run from the most specific evidence to the most general (a completion, a return, goods shipped,
+  a quote, an order, a planned or tracked shipment, a status), each with the reason for its place.
 * Entities each have one precompiled regex (two where a rule has two shapes, e.g. "$5" and
   "5 USD"). Emails and URLs are masked out first (a date or a part number inside an address is
   not one); every entity span is then masked before part numbers are looked for, which is how
@@ -36,14 +41,75 @@ from typing import Any
 # --------------------------------------------------------------------------------------------
 # Word lists. Where a list is ordered, the first match wins.
 
-WORKFLOW_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("COMPLETION", ("resolved", "completed", "closed", "shipped", "delivered")),
-    ("IN_PROGRESS", ("update", "status", "working on", "in progress")),
-    ("QUOTE_PROCESSING", ("quote", "quotation", "pricing", "cost")),
-    ("ORDER_MANAGEMENT", ("order", "purchase")),
-    ("SHIPPING", ("ship", "tracking")),
-    ("RETURNS", ("return", "rma", "refund")),
+# Workflow evidence, from the most specific to the most general: the first row with a word in the
+# prose gives the state. (state, why the row sits where it does, its words); a word also counts in
+# the forms WORKFLOW_INFLECTIONS lists for it.
+WORKFLOW_PRECEDENCE: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "COMPLETION",
+        "states that the matter is done, whatever it was (an order delivered, an RMA closed, a case "
+        "resolved): the words of the other rows in such mail name what was completed",
+        ("resolved", "completed", "closed", "delivered"),
+    ),
+    (
+        "RETURNS",
+        "a return is of an order that was shipped: its mail names the order, the return label, the "
+        "box's tracking number",
+        ("return", "rma", "refund"),
+    ),
+    (
+        "SHIPPING",
+        "'shipped' reports goods that have left: a shipment notice names the order it ships and the "
+        "quote it came from",
+        ("shipped",),
+    ),
+    (
+        "QUOTE_PROCESSING",
+        "quote words name one stage, before the order: a quote request says when the order will be "
+        "placed, a chase asks for the quote's status",
+        ("quote", "quotation", "pricing", "cost"),
+    ),
+    (
+        "ORDER_MANAGEMENT",
+        "'order' is the general word of the trade, named by mail of every stage; it still says more "
+        "than a planned shipment, which is a term of the order (please ship by, will ship on)",
+        ("order", "purchase"),
+    ),
+    (
+        "SHIPPING",
+        "a shipment planned or tracked, with no order, quote or return word to say what it is a "
+        "step of (a pickup booked, a tracking number)",
+        ("ship", "tracking"),
+    ),
+    (
+        "IN_PROGRESS",
+        "the most general: the status of anything, so the matter the status is about wins",
+        ("update", "status", "working on", "in progress"),
+    ),
 )
+# word -> its other forms that count as it. Chosen per word: a form is left out where in mail in
+# general it mostly means something else.
+# * COMPLETION words count in their past forms only: "please close the case" or "deliver by
+#   22 April" ask for or plan what is not done; "ship" is a SHIPPING word in every form, "shipped"
+#   its own row (done, not planned).
+# * "tracking" only, not "track" or "tracked": "keep track of", "track down a bug" follow anything.
+# * "purchasing" is left out: it names a department far more often than a purchase ("Initech
+#   Purchasing", "purchasing manager").
+# * "updated" and "updating" are left out: they change something (the file is updated, an updated
+#   patch, updating mtime); news on work is the noun, "an update", "any updates".
+# * "cost", "pricing" and "status" as written: "costs" is what anything costs ("costs us $8,000 an
+#   hour"), "prices" is no request; "statuses" is a field of code.
+WORKFLOW_INFLECTIONS: dict[str, tuple[str, ...]] = {
+    "return": ("returns", "returned", "returning"),
+    "refund": ("refunds", "refunded", "refunding"),
+    "rma": ("rmas",),
+    "ship": ("ships", "shipping"),
+    "quote": ("quotes", "quoted", "quoting"),
+    "quotation": ("quotations",),
+    "order": ("orders", "ordered", "ordering"),
+    "purchase": ("purchases", "purchased"),
+    "update": ("updates",),
+}
 DEFAULT_WORKFLOW_STATE = "START_POINT"
 
 # Workflow words count only as words of sentences in prose (code, patches and the rest of
@@ -57,18 +123,59 @@ WORKFLOW_WORD_EXCLUSIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         "return of a value",
-        "'return' followed (after a/an/the) by a number, a '-' or a word of "
-        "_RETURN_OF_CODE: talk about code (return -EINVAL, return a pointer, the return value)",
+        "a form of 'return' followed by a number or a '-' (return 0, returns -EINVAL), by a call "
+        "(returns strlen(s)), or by a word of _RETURN_OF_CODE among the next three words of its clause "
+        "after a/an/the (return a pointer, returns a positive value, the returned value); or "
+        "'returned' after is/are/was/were/be/been/get with a number, a '-' or such a word before "
+        "(-1 is returned, NULL is returned): talk about code",
+    ),
+    (
+        "status of a program",
+        "'status' right after 'return' or 'exit' (return status, exit status): a value code hands back",
+    ),
+    (
+        "update as a verb",
+        "'update(s)' neither after a determiner or a word of news (an, any, the, no, your, status, "
+        "latest, quick … : _UPDATE_AS_NEWS_AFTER) nor before on/about/regarding/from: 'update the view', "
+        "'security updates', 'v2 updates' change something; 'an update on', 'any updates?' are news",
+    ),
+    (
+        "not done",
+        "a word that states something done (the COMPLETION words, 'shipped') with a negation or a word "
+        "that puts it off among the 4 words before it in its clause (not, never, yet, n't, will, could, "
+        "until, if, once, when, to be …: _NOT_DONE_RE): 'have not shipped yet', 'until the file is "
+        "closed', 'will be delivered' say it has not happened",
     ),
     (
         "order as a sequence",
-        "'order' after 'in' with at most two words between (in order, in inode order, in reverse order)",
+        "'order' after 'in' with at most two words between (in order, in inode order, in reverse "
+        "order), and 'ordering of' or 'ordering between': the sequence of things, not buying",
     ),
 )
 _RETURN_OF_CODE = frozenset(
     "value values pointer pointers code codes type types status null nil none true false error errors "
     "errno err ret result results address statement void zero success failure early immediately".split()
 )
+_RETURN_WORDS_READ = 3
+_PASSIVE_AUXILIARIES = frozenset("is are was were be been get gets got".split())
+_PROGRAM_STATUS_AFTER = frozenset(("return", "exit"))
+_UPDATE_AS_NEWS_AFTER = frozenset(
+    "a an any the this that no some your our my his her their its status progress latest last quick "
+    "short brief further final new another weekly daily regular".split()
+)
+_UPDATE_AS_NEWS_BEFORE = frozenset(("on", "about", "regarding", "from"))
+# the words that state something done: the COMPLETION row's and "shipped"
+_DONE_WORDS = frozenset(
+    [w for state, _, words in WORKFLOW_PRECEDENCE if state == "COMPLETION" for w in words] + ["shipped"]
+)
+_NOT_DONE_RE = re.compile(
+    r"\b(?:not|no|never|nor|yet|will|would|shall|should|could|can|cannot|may|might|must|once|when|"
+    r"until|unless|if|whether|without|pending)\b|n['’]t\b|['’]ll\b|\bto\s+be\b"
+)
+_NOT_DONE_WORDS_BEFORE = 4
+# a clause ends at punctuation or a blank line; a single line break is a wrapped line
+_CLAUSE_END = re.compile(r"[.!?;:,]|\n[ \t]*\n")
+_CLAUSE_TRAILING = ".,;:!?)"
 _WORKFLOW_CODE_BEFORE = frozenset("<.$>")
 _WORKFLOW_CODE_AFTER = frozenset("([=>")
 _IN_ORDER_RE = re.compile(r"\bin(?:\s+[a-z0-9-]+){0,2}\s+$")
@@ -133,10 +240,15 @@ def _phrase(words: str) -> str:
     return r"\s+".join(re.escape(w) for w in words.split())
 
 
+# every written form of a workflow word -> the word as WORKFLOW_PRECEDENCE lists it
+_WORKFLOW_WORD_OF = {
+    form: word
+    for _, _, words in WORKFLOW_PRECEDENCE
+    for word in words
+    for form in (word, *WORKFLOW_INFLECTIONS.get(word, ()))
+}
 _ALL_KEYWORDS = (
-    [w for _, words in WORKFLOW_GROUPS for w in words]
-    + list(URGENCY_WORDS)
-    + [w for words in PATTERN_WORDS.values() for w in words]
+    list(_WORKFLOW_WORD_OF) + list(URGENCY_WORDS) + [w for words in PATTERN_WORDS.values() for w in words]
 )
 # whole words: not preceded by a word character (the look-behind) nor followed by one (\b)
 _KEYWORD_RE = re.compile(_at_word_start(map(_phrase, _ALL_KEYWORDS)) + r"\b")
@@ -926,12 +1038,19 @@ def extract_entities(text: str) -> Entities:
     )
 
 
+def _keyword_of(match: re.Match[str]) -> str:
+    """The listed keyword a match is: phrases with single spaces, an inflection as its word."""
+    written = " ".join(match.group().split())
+    return _WORKFLOW_WORD_OF.get(written, written)
+
+
 def find_keywords(text: str) -> set[str]:
-    """Every listed keyword present in the (lower-case) text, phrases with single spaces."""
-    return {" ".join(m.group().split()) for m in _KEYWORD_RE.finditer(text)}
+    """Every listed keyword present in the (lower-case) text, phrases with single spaces; a form of
+    WORKFLOW_INFLECTIONS is reported as its word ("returned" as "return")."""
+    return {_keyword_of(m) for m in _KEYWORD_RE.finditer(text)}
 
 
-_WORKFLOW_WORDS = frozenset(w for _, words in WORKFLOW_GROUPS for w in words)
+_WORKFLOW_WORDS = frozenset(_WORKFLOW_WORD_OF.values())
 
 
 def _token_before(text: str, end: int) -> str:
@@ -954,26 +1073,83 @@ def _is_workflow_word_of_prose(prose: str, word: str, start: int, end: int) -> b
         return False  # markup or code: "</quote>", "net/core/update" (a path, not "return/refund")
     if after == "." and prose[end + 1 : end + 2].isalpha():
         return False  # markup or code: "status.flags"
-    if word == "return":
-        following = prose[end : end + 40].split()
-        if following and following[0] in ("a", "an", "the"):
-            following = following[1:]
-        if following and (following[0][0] in "-0123456789" or following[0].strip(".,;:") in _RETURN_OF_CODE):
-            return False  # return of a value
-    if word == "order" and _IN_ORDER_RE.search(prose, max(0, start - 60), start):
+    if word == "return" and _returns_a_value(prose, start, end):
+        return False  # return of a value
+    if word == "status" and set(_words_before(prose, start, 1)) & _PROGRAM_STATUS_AFTER:
+        return False  # status of a program
+    if word == "update" and _is_update_as_verb(prose, start, end):
+        return False  # update as a verb
+    if prose[start:end] in _DONE_WORDS and _NOT_DONE_RE.search(" ".join(_clause_words_before(prose, start))):
+        return False  # not done
+    if word == "order" and (
+        _IN_ORDER_RE.search(prose, max(0, start - 60), start)
+        or (prose[start:end] == "ordering" and _words_after(prose, end, 1) in (["of"], ["between"]))
+    ):
         return False  # order as a sequence
     return True
+
+
+def _words_after(prose: str, end: int, n: int) -> list[str]:
+    """Up to ``n`` words after ``end`` (read from at most 40 characters per word)."""
+    return prose[end : end + 40 * n].split()[:n]
+
+
+def _words_before(prose: str, start: int, n: int) -> list[str]:
+    """Up to ``n`` words before ``start`` (read from at most 40 characters per word)."""
+    words = prose[max(0, start - 40 * n) : start].split()
+    return words[-n:] if words else []
+
+
+def _clause_words_before(prose: str, start: int) -> list[str]:
+    """The last _NOT_DONE_WORDS_BEFORE words before ``start`` in its clause."""
+    lo = max(0, start - 200)
+    clause_start = max((m.end() for m in _CLAUSE_END.finditer(prose, lo, start)), default=lo)
+    return prose[clause_start:start].split()[-_NOT_DONE_WORDS_BEFORE:]
+
+
+def _is_value(word: str) -> bool:
+    return word[:1] in "-0123456789" or word.strip(_CLAUSE_TRAILING) in _RETURN_OF_CODE
+
+
+def _returns_a_value(prose: str, start: int, end: int) -> bool:
+    """The "return of a value" exclusion for a form of 'return' at prose[start:end]."""
+    following = _words_after(prose, end, _RETURN_WORDS_READ + 1)
+    if following and (following[0][:1] in "-0123456789" or "(" in following[0]):
+        return True  # return 0, returns -EINVAL, returns strlen(s)
+    if following and following[0] in ("a", "an", "the"):
+        following = following[1:]
+    for word in following[:_RETURN_WORDS_READ]:
+        if word.strip(_CLAUSE_TRAILING) in _RETURN_OF_CODE:
+            return True  # return a pointer, returns a positive value, the returned value
+        if word[-1:] in _CLAUSE_TRAILING:
+            break  # the clause ends: "return the pumps, the error was ours"
+    if prose[start:end] == "returned":
+        before = _words_before(prose, start, 2)
+        if len(before) == 2 and before[1] in _PASSIVE_AUXILIARIES and _is_value(before[0]):
+            return True  # -1 is returned
+    return False
+
+
+def _is_update_as_verb(prose: str, start: int, end: int) -> bool:
+    before = _words_before(prose, start, 1)
+    after = _words_after(prose, end, 1)
+    if before and before[0].strip(_CLAUSE_TRAILING + "(") in _UPDATE_AS_NEWS_AFTER:
+        return False
+    return not (after and after[0].strip(_CLAUSE_TRAILING) in _UPDATE_AS_NEWS_BEFORE)
 
 
 def prose_keywords(prose: str) -> set[str]:
     """The keywords of the (lower-case) prose: every listed keyword, except uses of workflow words
     that WORKFLOW_WORD_EXCLUSIONS set aside."""
-    found: set[str] = set()
+    return {word for word, start, end in _prose_keyword_matches(prose)}
+
+
+def _prose_keyword_matches(prose: str) -> Iterable[tuple[str, int, int]]:
+    """(listed keyword, start, end) of each keyword of the prose that counts."""
     for m in _KEYWORD_RE.finditer(prose):
-        word = " ".join(m.group().split())
+        word = _keyword_of(m)
         if word not in _WORKFLOW_WORDS or _is_workflow_word_of_prose(prose, word, m.start(), m.end()):
-            found.add(word)
-    return found
+            yield word, m.start(), m.end()
 
 
 # --------------------------------------------------------------------------------------------
@@ -981,7 +1157,8 @@ def prose_keywords(prose: str) -> set[str]:
 
 
 def workflow_state(keywords: set[str]) -> str:
-    for state, words in WORKFLOW_GROUPS:
+    """The state of the first WORKFLOW_PRECEDENCE row with one of the keywords, else START_POINT."""
+    for state, _, words in WORKFLOW_PRECEDENCE:
         if keywords.intersection(words):
             return state
     return DEFAULT_WORKFLOW_STATE
@@ -1088,7 +1265,9 @@ def analyze_email(
 
 
 _URGENCY_RE = re.compile(_at_word_start(map(_phrase, URGENCY_WORDS)) + r"\b")
-_URGENCY_STEMS = ("urgent", "critical", "asap", "immediate", "emergency", "escalat", "deadline", "today")
+# the urgency words that hold no other one ("immediately" holds "immediate"): a text without any of
+# them as a substring has no urgency word
+_URGENCY_STEMS = tuple(w for w in URGENCY_WORDS if not any(o != w and o in w for o in URGENCY_WORDS))
 
 
 def priority_of(subject: str, body: str, *, importance: str = "normal") -> str:
