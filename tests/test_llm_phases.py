@@ -383,6 +383,8 @@ def test_unreachable_ollama_fails_fast_and_then_at_once():
     with pytest.raises(LLMUnavailable, match="circuit breaker open") as again:
         llm.run_phase2(emails[:2], phase1[:2])
     assert again.value.calls == []  # no HTTP attempt at all
+    # the reason a partial conversation keeps: no countdown that is stale once stored
+    assert "next probe" not in str(again.value)
     with pytest.raises(LLMUnavailable):
         llm.run_phase3(emails, phase1, [None] * 9, {"score": 90, "is_complete": True, "tier": 3})
     llm.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -394,8 +395,13 @@ class OllamaLLMPhases:
         return out
 
 
+# "(next probe in 30s)": true when the client says it, stale once stored as a conversation's reason
+_COUNTDOWN_RE = re.compile(r" \(next probe in [0-9]+s\)")
+
+
 def _llm_unavailable(exc: _Unavailable, calls: list[dict[str, Any]]) -> LLMUnavailable:
-    return LLMUnavailable(str(exc), calls)  # the attempts made: the pipeline puts them in the ledger
+    # the attempts made go with it: the pipeline puts them in the ledger
+    return LLMUnavailable(_COUNTDOWN_RE.sub("", str(exc)), calls)
 
 
 # --------------------------------------------------------------------------------------- fallbacks
