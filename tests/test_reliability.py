@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 import redis
+import synth
 from conftest import Home, _stop_embedded, wait_for
 from ollama_standin import OllamaStandin
 from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from mailcli import synth
 from mailcli.pool import state
 from mailcli.queue.jobs import RESULTS_STREAM, queue_depths, queue_name
 from mailcli.queue.redis_server import EmbeddedRedis
