@@ -192,7 +192,7 @@ class Home:
 
     def redis(self):
         """A client for this home's Redis (the embedded server is started if it is not running)."""
-        from mailcli.queue.redis_server import connect
+        from mailcli.redis_conn import connect
 
         return connect(self.settings())
 

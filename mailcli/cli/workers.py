@@ -60,7 +60,7 @@ def start(
     """
     from mailcli.llm.preflight import missing_model
     from mailcli.pool.supervisor import PoolConfig, Supervisor
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     if min_workers is None:
         min_workers = min(2, max_workers)
@@ -119,7 +119,7 @@ def scale(
 ) -> None:
     """Resize running pools (from any terminal or host sharing the Redis)."""
     from mailcli.pool.state import read_pools, send_control
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     conn = connect(settings())
     pools = read_pools(conn)
@@ -135,7 +135,7 @@ def stop(
 ) -> None:
     """Stop running pools gracefully: jobs in hand finish (up to --timeout), the rest are requeued."""
     from mailcli.pool.state import read_pools, send_control
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     conn = connect(settings())
     pools = read_pools(conn)
@@ -155,7 +155,7 @@ def failed(
     from rich.table import Table
 
     from mailcli.dispatch.feeder import failed_job_rows, requeue_failed
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     cfg = settings()
     conn = connect(cfg)

@@ -27,7 +27,7 @@ class Check:
 
 
 def check_redis(cfg: Settings) -> tuple[Check, Any]:
-    from mailcli.queue.redis_server import RedisUnavailable, connect, describe, server_info
+    from mailcli.redis_conn import RedisUnavailable, connect, describe, server_info
 
     try:
         conn = connect(cfg)
