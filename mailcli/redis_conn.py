@@ -173,14 +173,14 @@ def _connect_url(url: str, options: dict[str, Any]) -> redis.Redis:
         client = redis.Redis.from_url(url, **options)
         # The check uses its own client with a single quick retry, so that a server that is down is
         # reported in about a second, not after the full backoff of the long-lived client.
-        probe = redis.Redis.from_url(url, **{**options, "retry": Retry(NoBackoff(), 1)})
+        check = redis.Redis.from_url(url, **{**options, "retry": Retry(NoBackoff(), 1)})
     except ValueError as exc:
         raise ConfigError(
             f"REDIS_URL {safe} is not a usable Redis URL ({_scrub(str(exc), url)}); "
             "use redis://host:port/db, rediss://host:port/db or unix:///path/to/redis.sock"
         ) from None
     try:
-        probe.ping()
+        check.ping()
     except redis.exceptions.AuthenticationError as exc:
         raise RedisUnavailable(
             f"Redis at {safe} refused the credentials ({_scrub(str(exc), url)}); fix the password in REDIS_URL"
@@ -199,7 +199,7 @@ def _connect_url(url: str, options: dict[str, Any]) -> redis.Redis:
             f"is Redis running at {safe}? {_URL_FIX}"
         ) from None
     finally:
-        probe.close()
+        check.close()
     return client
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from mailcli.config import Settings
 from mailcli.pool.worker_command import worker_command, worker_env
 
-PROBE_TIMEOUT = 60.0
+WORKER_CHECK_TIMEOUT = 60.0
 
 
 @dataclass
@@ -57,27 +57,27 @@ def check_sqlite(cfg: Settings) -> Check:
     return Check("sqlite", ok, f"{cfg.db}: writable, schema version {version} (expected {SCHEMA_VERSION})")
 
 
-def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
+def check_worker(cfg: Settings, conn: Any) -> list[Check]:
     """Start a worker exactly as the supervisor does, on a private queue, and give it two jobs."""
     from rq import Queue
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
     import mailcli
-    from mailcli.queue.jobs import NO_JOB, PROBE_TASK
+    from mailcli.queue.jobs import ECHO_CHECK_TASK, NO_JOB
 
-    qname = f"mailcli-probe-{uuid.uuid4().hex[:8]}"
+    qname = f"mailcli-check-{uuid.uuid4().hex[:8]}"
     q = Queue(qname, connection=conn, serializer=JSONSerializer)
     payload = {
         "nonce": uuid.uuid4().hex,
         "text": "Grüße — ✓ 日本",
         "numbers": [1, 2.5, None, True],
         "analyze": {
-            "conversation_id": "probe",
+            "conversation_id": "check",
             "emails": [
                 {
                     "rowid": 0,
-                    "id": "probe-1",
+                    "id": "check-1",
                     "subject": "URGENT: PO 4500012345 for $12,500.00",
                     "body": "Please confirm the purchase order by 3/4/2025.",
                     "from": "buyer@example.com",
@@ -88,20 +88,20 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
             "options": {"max_phase": 1},
         },
     }
-    probe = q.enqueue(PROBE_TASK, payload, result_ttl=300, failure_ttl=300, job_timeout=60)
+    echo = q.enqueue(ECHO_CHECK_TASK, payload, result_ttl=300, failure_ttl=300, job_timeout=60)
     missing = q.enqueue("mailcli.queue.tasks.no_such_function", {}, result_ttl=300, failure_ttl=300, job_timeout=60)
     cmd = worker_command(f"{qname}.worker", queues=[qname], burst=True)
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=worker_env(cfg), capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+    proc = subprocess.run(cmd, env=worker_env(cfg), capture_output=True, text=True, timeout=WORKER_CHECK_TIMEOUT)
     took = time.monotonic() - started
     checks = []
-    probe = Job.fetch(probe.id, connection=conn, serializer=JSONSerializer)
-    result = probe.return_value()
+    echo = Job.fetch(echo.id, connection=conn, serializer=JSONSerializer)
+    result = echo.return_value()
     if result is None:
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        res = probe.latest_result()
+        res = echo.latest_result()
         why = (res.exc_string.strip().splitlines()[-1] if res and res.exc_string else tail[0])[:300]
-        checks.append(Check("worker", False, f"worker {sys.executable} did not run the probe: {why}"))
+        checks.append(Check("worker", False, f"worker {sys.executable} did not run the echo check: {why}"))
     else:
         here = os.path.dirname(os.path.abspath(mailcli.__file__))
         same_code = result["mailcli_version"] == mailcli.__version__ and result["mailcli_path"] == here
@@ -138,7 +138,7 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
             f"a job naming a missing function fails clearly: {line}" if ok else "a bad job did not fail clearly",
         )
     )
-    for job_id in (probe.id, missing.id):
+    for job_id in (echo.id, missing.id):
         try:
             Job.fetch(job_id, connection=conn, serializer=JSONSerializer).delete()
         except NO_JOB:
@@ -174,12 +174,12 @@ def check_ollama(cfg: Settings) -> Check:
 
 
 def run_checks(cfg: Settings) -> tuple[list[Check], bool]:
-    """Every check, in order; and whether Redis could be reached (without it the worker is not probed)."""
+    """Every check, in order; and whether Redis could be reached (without it the worker is not checked)."""
     checks: list[Check] = []
     redis_check, conn = check_redis(cfg)
     checks.append(redis_check)
     checks.append(check_sqlite(cfg))
     if conn is not None:
-        checks.extend(probe_worker(cfg, conn))
+        checks.extend(check_worker(cfg, conn))
     checks.append(check_ollama(cfg))
     return checks, redis_check.ok

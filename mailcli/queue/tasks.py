@@ -107,7 +107,7 @@ def analyze_job(payload: JobPayload) -> dict[str, Any]:
     return {"conversations": len(conversations), "emails": emails, "statuses": statuses, "llm_calls": calls}
 
 
-def probe(payload: Any) -> dict[str, Any]:
+def echo_check(payload: Any) -> dict[str, Any]:
     """`mailcli test-loading`: proves this worker imports mailcli and round-trips a payload."""
     import mailcli
     from mailcli.analysis.pipeline import analyze_conversation
