@@ -24,7 +24,7 @@ def _payload(home, version):
 
 
 def test_a_payload_and_its_results_carry_the_wire_version_and_every_key_it_names(home):
-    from mailcli.analysis.pipeline import analyze_batch
+    from mailcli.analysis.conversations import analyze_batch
 
     payload = _payload(home, contract.WIRE_VERSION)
     conv = payload["conversations"][0]

@@ -159,7 +159,7 @@ def test_a_pool_fed_hostile_jobs_does_not_crash_loop(home):
 
 
 def test_a_foreign_entry_on_the_results_stream_is_dropped_and_the_rest_applied(home):
-    from mailcli.analysis.pipeline import analyze_conversation
+    from mailcli.analysis.conversations import analyze_conversation
     from mailcli.dispatch.payloads import conversation_payloads, pending_ids
     from mailcli.pool.sink import Sink
 
