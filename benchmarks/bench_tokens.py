@@ -39,7 +39,7 @@ def _own(body: str) -> str:
 
 def threads_with_history(path: Path, threads: int = 30, depth: int = 6, seed: int = 7) -> Path:
     """A JSONL export of ``threads`` conversations of ``depth`` emails, each reply quoting all before it."""
-    from mailcli.synth import generate
+    from synth import generate
 
     by_conv: dict[str, list[dict]] = defaultdict(list)
     for rec in generate(threads * depth * 8, seed=seed):

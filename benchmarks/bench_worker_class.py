@@ -16,7 +16,7 @@ def _per_job_ms(home: Home, worker_class: str, jobs: int) -> float:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     conn = connect(home.settings())
     q = Queue(f"bench-{worker_class.rsplit('.', 1)[-1].lower()}", connection=conn, serializer=JSONSerializer)
@@ -40,7 +40,7 @@ def _per_job_ms(home: Home, worker_class: str, jobs: int) -> float:
 def run(jobs: int = 400, repeats: int = 3) -> list[Figure]:
     fork, simple = [], []
     with Home() as home:
-        from mailcli.queue.redis_server import connect
+        from mailcli.redis_conn import connect
 
         connect(home.settings())  # start the embedded Redis
         for _ in range(repeats):  # interleaved, so load changes hit both alike

@@ -192,7 +192,7 @@ class Home:
 
     def redis(self):
         """A client for this home's Redis (the embedded server is started if it is not running)."""
-        from mailcli.queue.redis_server import connect
+        from mailcli.redis_conn import connect
 
         return connect(self.settings())
 
@@ -272,17 +272,17 @@ def scratch() -> Path:
 
 
 def _generator_digest() -> str:
-    from mailcli import synth
+    import synth
 
     return hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:10]
 
 
 def synthetic(n: int, shape: str = "flat", seed: int = 42) -> Path:
-    """A generated export (mailcli.synth, deterministic), cached under /tmp between runs; the cache name
+    """A generated export (tests/synth.py, deterministic), cached under /tmp between runs; the cache name
     carries a digest of the generator, so a changed generator never serves stale data."""
     key = (n, shape, seed)
     if key not in _DATA:
-        from mailcli.synth import write_jsonl
+        from synth import write_jsonl
 
         out = Path(tempfile.gettempdir()) / f"mailcli-bench-{shape}-{n}-{seed}-{_generator_digest()}.jsonl"
         if not out.exists():

@@ -33,7 +33,7 @@ SCENARIOS: dict[str, tuple[str, dict, dict]] = {
         {"n": 100_000, "repeats": 3, "rq_emails": 10_000},
         {"n": 100_000, "repeats": 3, "rq_emails": 100_000},
     ),
-    "probe": ("benchmarks.bench_probe", {"n": 200}, {"n": 200}),
+    "roundtrip": ("benchmarks.bench_roundtrip", {"n": 200}, {"n": 200}),
     "autoscale": ("benchmarks.bench_autoscale", {"repeats": 3}, {"repeats": 5}),
     "recovery": ("benchmarks.bench_recovery", {"repeats": 5}, {"repeats": 5}),
     "memory": ("benchmarks.bench_memory", {"repeats": 2}, {"repeats": 3}),

@@ -2,7 +2,7 @@
 
 A job's payload is JSON (RQ's JSONSerializer): the coordinator builds it from SQLite
 (:func:`mailcli.dispatch.payloads.conversation_payloads`), a worker on any host analyses it
-(:func:`mailcli.analysis.pipeline.analyze_batch`) and sends one :class:`ConversationResult` per
+(:func:`mailcli.analysis.conversations.analyze_batch`) and sends one :class:`ConversationResult` per
 conversation on the results stream, which the sink writes to SQLite
 (:func:`mailcli.store.results.apply_results`). These types name every key of that exchange.
 

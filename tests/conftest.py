@@ -101,7 +101,7 @@ class Home:
         )
 
     def redis(self) -> redis.Redis:
-        from mailcli.queue.redis_server import connect
+        from mailcli.redis_conn import connect
 
         return connect(self.settings())
 

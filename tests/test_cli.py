@@ -316,7 +316,7 @@ def test_progress_bar_on_a_terminal_shows_counts_and_rate(home):
     import subprocess
     import sys
 
-    from mailcli.synth import write_jsonl
+    from synth import write_jsonl
 
     data = write_jsonl(home.path / "gen.jsonl", 30_000, seed=7)
     master, slave = pty.openpty()

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import synth
 from conftest import Home, _stop_embedded, wait_for
 from test_reliability import (  # noqa: F401 - private_redis is a fixture
     assert_exactly_once,
@@ -32,8 +33,6 @@ from test_reliability import (  # noqa: F401 - private_redis is a fixture
     pool,
     private_redis,
 )
-
-from mailcli import synth
 
 # start offsets (seconds) of the second command: together, and staggered across the first's run
 OFFSETS = (0.0, 0.03, 0.08, 0.15, 0.25, 0.4)

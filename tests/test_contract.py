@@ -24,7 +24,7 @@ def _payload(home, version):
 
 
 def test_a_payload_and_its_results_carry_the_wire_version_and_every_key_it_names(home):
-    from mailcli.analysis.pipeline import analyze_batch
+    from mailcli.analysis.conversations import analyze_batch
 
     payload = _payload(home, contract.WIRE_VERSION)
     conv = payload["conversations"][0]
@@ -78,9 +78,9 @@ def test_failed_lists_a_failed_job_and_requeue_gives_its_conversations_back_to_i
     from rq.job import Job, JobStatus
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
+    from synth import write_jsonl
 
     from mailcli.dispatch.feeder import mark_failed_jobs
-    from mailcli.synth import write_jsonl
 
     write_jsonl(home.path / "x.jsonl", 60, seed=2, body_bytes=200)
     assert home.run("ingest", str(home.path / "x.jsonl")).returncode == 0

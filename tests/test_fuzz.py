@@ -382,7 +382,7 @@ email_dicts = st.fixed_dictionaries({
 @FUZZ
 @given(st.lists(email_dicts, min_size=1, max_size=6))
 def test_a_conversation_is_analysed_without_raising_and_applying_its_result_twice_changes_nothing(emails):
-    from mailcli.analysis.pipeline import analyze_conversation
+    from mailcli.analysis.conversations import analyze_conversation
     from mailcli.dispatch.payloads import conversation_payloads, pending_ids
     from mailcli.ingest.writer import IngestWriter
     from mailcli.store.db import Store

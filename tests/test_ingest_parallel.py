@@ -71,7 +71,7 @@ def make_export(path: Path, n: int, seed: int = 5) -> Path:
     """Generated emails plus what a real export holds: exact duplicates, copies of a Message-ID
     with other text (variants), replies that link two
     conversations (merges), blank and bad lines, a Graph page on one line, a stray Latin-1 byte."""
-    from mailcli.synth import generate
+    from synth import generate
 
     rng = random.Random(seed)
     records = list(generate(n, seed=seed))

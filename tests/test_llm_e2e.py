@@ -19,8 +19,8 @@ import pytest
 from conftest import SAMPLES, wait_for
 from ollama_standin import OllamaStandin
 
+from mailcli.analysis.conversations import LLMUnavailable, analyze_batch, analyze_conversation
 from mailcli.analysis.llm_phases import make_llm_phases
-from mailcli.analysis.pipeline import LLMUnavailable, analyze_batch, analyze_conversation
 from mailcli.config import Settings
 from mailcli.queue.jobs import queue_depths
 

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from mailcli.analysis import prompts
+from mailcli.analysis.conversations import LLMUnavailable
 from mailcli.analysis.llm_phases import CALL_RECORD_KEYS, make_llm_phases, phase2_fallback, phase3_fallback
 from mailcli.analysis.phase1 import analyze_email
-from mailcli.analysis.pipeline import LLMUnavailable
 from mailcli.analysis.schemas import (
     PHASE2_SCHEMA,
     PHASE3_SCHEMA,
@@ -483,8 +483,8 @@ def test_long_email_is_trimmed_in_the_request_and_the_result(standin, llm):
     assert len(body["messages"][1]["content"]) < prompts.PHASE2_BUDGET_TOKENS * prompts.CHARS_PER_TOKEN + 2000
 
 
-def test_pipeline_uses_the_keys_to_skip_unchanged_emails(standin, llm):
-    from mailcli.analysis.pipeline import analyze_conversation
+def test_analyze_conversation_uses_the_keys_to_skip_unchanged_emails(standin, llm):
+    from mailcli.analysis.conversations import analyze_conversation
 
     emails = [email(i, body=f"URGENT critical escalation: please quote 5 units of AB-{i}0001 today. PO 450001234{i}")
               for i in range(3)]

@@ -808,8 +808,9 @@ def test_priority_of_agrees_with_analyze_email_on_samples_and_generated_mail():
     import json
     from pathlib import Path
 
+    from synth import generate
+
     from mailcli.analysis.phase1 import priority_of
-    from mailcli.synth import generate
 
     cases = [(r["subject"], r["body"], r.get("importance", "normal")) for r in generate(3000, seed=11)]
     for line in (Path(__file__).parent.parent / "samples" / "flat.jsonl").read_text().splitlines():

@@ -84,7 +84,7 @@ def test_jobs_that_need_no_llm_skip_the_priority_routing(home, monkeypatch):
 
 @pytest.mark.parametrize("serialized", [False, True])
 def test_phase1_arrives_as_text_or_object_and_is_stored_the_same(home, serialized):
-    from mailcli.analysis.pipeline import analyze_batch
+    from mailcli.analysis.conversations import analyze_batch
     from mailcli.dispatch.payloads import conversation_payloads, pending_ids
     from mailcli.store.lifecycle import mark_for_analysis
     from mailcli.store.results import apply_results

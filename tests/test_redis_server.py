@@ -1,4 +1,5 @@
-"""mailcli.queue.redis_server against real processes: the embedded redis-server and the system Redis.
+"""mailcli.redis_conn and mailcli.queue.redis_server against real processes: the embedded redis-server
+and the system Redis.
 
 Every test that starts an embedded server stops it in a fixture finalizer (and kills any redis-server
 still working in the test's directory), so no daemon outlives the test run.
@@ -28,14 +29,8 @@ from conftest import wait_for
 
 from mailcli.config import ConfigError, Settings
 from mailcli.queue import redis_server
-from mailcli.queue.redis_server import (
-    EmbeddedRedis,
-    RedisUnavailable,
-    connect,
-    describe,
-    redact_url,
-    server_info,
-)
+from mailcli.queue.redis_server import EmbeddedRedis
+from mailcli.redis_conn import RedisUnavailable, connect, describe, redact_url, server_info
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"

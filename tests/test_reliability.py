@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 import redis
+import synth
 from conftest import Home, _stop_embedded, wait_for
 from ollama_standin import OllamaStandin
 from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from mailcli import synth
 from mailcli.pool import state
 from mailcli.queue.jobs import RESULTS_STREAM, queue_depths, queue_name
 from mailcli.queue.redis_server import EmbeddedRedis
@@ -636,8 +636,8 @@ def test_ollama_refusing_connections_leaves_phase_1_and_partial_conversations_th
 def test_answers_slower_than_the_timeout_are_bounded_and_phase_1_is_kept():
     """The read timeout at the LLM seam (a pool's is 120 s, too long for a test): a hung Ollama costs a
     bounded number of timeouts, then the conversation is partial with its phase 1 intact."""
+    from mailcli.analysis.conversations import analyze_conversation
     from mailcli.analysis.llm_phases import OllamaLLMPhases
-    from mailcli.analysis.pipeline import analyze_conversation
     from mailcli.llm import OllamaClient
 
     emails = [
@@ -711,7 +711,7 @@ def test_status_results_and_export_read_during_heavy_writes_without_locked_error
 
 def _results_in_stream(home: Home, conn: redis.Redis) -> int:
     """What workers would have written: one result per conversation, on the results stream."""
-    from mailcli.analysis.pipeline import analyze_conversation
+    from mailcli.analysis.conversations import analyze_conversation
     from mailcli.dispatch.payloads import conversation_payloads, pending_ids
 
     with home.store() as store:

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES, Home
 from ollama_standin import OllamaStandin
-
-from mailcli.synth import write_jsonl
+from synth import write_jsonl
 
 SECTIONS = ("overview", "attention", "charts", "entities", "run")
 CHARTS = ("chart-priority", "chart-workflow", "chart-volume", "chart-senders", "chart-domains", "chart-funnel",

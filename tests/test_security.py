@@ -107,19 +107,19 @@ def test_hostile_jobs_on_our_queue_are_refused_without_running_and_the_worker_li
         # JSON, but naming a function that is not a mailcli task
         "json-call": as_json.enqueue("os.system", f"touch {markers['json-call']}"),
         # a mailcli task with a callback: callbacks are names too, and are never imported
-        "callback": as_json.enqueue("mailcli.queue.tasks.probe", {"x": 1}, on_success=Callback("jobhelpers.touch_marker"),
+        "callback": as_json.enqueue("mailcli.queue.tasks.echo_check", {"x": 1}, on_success=Callback("jobhelpers.touch_marker"),
                                     on_failure=Callback("jobhelpers.touch_marker")),  # fmt: skip
         # an object method with an instance: refused as well
         "instance": as_json.enqueue("os.system", "true"),
     }
     conn.hset(f"rq:job:{jobs['instance'].id}", "instance", json.dumps("abc"))
-    # a job hash RQ can not even read, and after all of them an honest probe
+    # a job hash RQ can not even read, and after all of them an honest job
     conn.hset("rq:job:unreadable", mapping={"data": b"{}", "status": "no-such-status", "origin": high})
     conn.rpush(f"rq:queue:{high}", "unreadable")
-    probe = as_json.enqueue("mailcli.queue.tasks.probe", {"echo": "still here"})
+    honest = as_json.enqueue("mailcli.queue.tasks.echo_check", {"echo": "still here"})
 
     w = worker(env={"MAILCLI_TEST_MARKER": str(markers["callback"])})
-    wait_for(lambda: status(conn, probe.id) == "finished", timeout=30, what="the honest job after the hostile ones")
+    wait_for(lambda: status(conn, honest.id) == "finished", timeout=30, what="the honest job after the hostile ones")
     assert w.proc.poll() is None, w.log()  # the same worker process, still running
     assert not [m.name for m in markers.values() if m.exists()], "a hostile job ran code"
     for name in ("pickled", "json-call", "instance"):
@@ -128,7 +128,7 @@ def test_hostile_jobs_on_our_queue_are_refused_without_running_and_the_worker_li
     log = w.log()
     assert "DeserializationError" in log and "is not a mailcli task" in log
     assert "dropped job unreadable" in log
-    result = Job.fetch(probe.id, connection=conn, serializer=JSONSerializer).return_value()
+    result = Job.fetch(honest.id, connection=conn, serializer=JSONSerializer).return_value()
     assert result["echo"] == {"echo": "still here"}
 
 
@@ -159,7 +159,7 @@ def test_a_pool_fed_hostile_jobs_does_not_crash_loop(home):
 
 
 def test_a_foreign_entry_on_the_results_stream_is_dropped_and_the_rest_applied(home):
-    from mailcli.analysis.pipeline import analyze_conversation
+    from mailcli.analysis.conversations import analyze_conversation
     from mailcli.dispatch.payloads import conversation_payloads, pending_ids
     from mailcli.pool.sink import Sink
 

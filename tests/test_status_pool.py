@@ -71,8 +71,9 @@ def test_every_figure_status_shows_is_what_a_real_pool_did(home):
     """A pool works a known number of emails: the jobs each worker says it did add up to the jobs that
     ran, emails/min is the emails counted per second over the interval status says it observed, and
     the ETA is the same order as the time the rest really took."""
+    from synth import write_jsonl
+
     from mailcli.status.snapshot import StatusReader
-    from mailcli.synth import write_jsonl
 
     n_emails = 30_000
     export = write_jsonl(home.path / "synth.jsonl", n_emails, body_bytes=200)

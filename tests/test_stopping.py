@@ -53,17 +53,17 @@ def test_idle_worker_leaves_promptly_on_sigterm(any_home):
 
 
 def test_test_loading_says_one_line_when_its_worker_does_not_finish(home, monkeypatch):
-    """A probe worker that overruns test-loading's limit is a failed check naming the limit, not a
+    """The worker of its check that overruns test-loading's limit is a failed check naming the limit, not a
     traceback, and leaves no queue or worker entry behind for `status` to show."""
     from mailcli.pool import checks
     from mailcli.pool.state import read_workers
 
-    monkeypatch.setattr(checks, "PROBE_TIMEOUT", 0.05)  # no worker starts that fast
+    monkeypatch.setattr(checks, "WORKER_CHECK_TIMEOUT", 0.05)  # no worker starts that fast
     conn = home.redis()
-    [check] = checks.probe_worker(home.settings(), conn)
+    [check] = checks.check_worker(home.settings(), conn)
     assert not check.ok and "had not finished two jobs after 0s" in check.detail, check
-    assert not [q for q in conn.smembers("rq:queues") if b"mailcli-probe-" in q]
-    assert not [w for w in read_workers(conn) if w.get("name", "").startswith("mailcli-probe-")]
+    assert not [q for q in conn.smembers("rq:queues") if b"mailcli-check-" in q]
+    assert not [w for w in read_workers(conn) if w.get("name", "").startswith("mailcli-check-")]
 
 
 def test_a_pool_told_to_stop_starts_no_worker(home):

@@ -1,4 +1,4 @@
-"""mailcli.synth: deterministic, well-formed synthetic exports whose counts are known in advance."""
+"""tests/synth.py: deterministic, well-formed synthetic exports whose counts are known in advance."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
-from mailcli import synth
+import synth
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -320,10 +319,10 @@ def test_cli_writes_the_same_file_as_write_jsonl(tmp_path, capsys):
     assert f"{counts.unique_emails} unique emails" in capsys.readouterr().err
 
 
-def test_python_dash_m_entry_point(tmp_path):
+def test_script_entry_point(tmp_path):
     out = tmp_path / "m.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "mailcli.synth", "50", "-o", str(out), "--seed", "4", "--quiet"],
+        [sys.executable, str(REPO / "tests" / "synth.py"), "50", "-o", str(out), "--seed", "4", "--quiet"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -332,7 +331,7 @@ def test_python_dash_m_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == synth.write_jsonl(tmp_path / "r.jsonl", 50, seed=4).read_bytes()
     bad = subprocess.run(
-        [sys.executable, "-m", "mailcli.synth", "10", "--shape", "xml"],
+        [sys.executable, str(REPO / "tests" / "synth.py"), "10", "--shape", "xml"],
         cwd=REPO,
         capture_output=True,
         text=True,

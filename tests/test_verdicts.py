@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from mailcli.pool.verdicts import IDLE_EVIDENCE, Death, Health, at_shutdown, backoff, burst_evidence, bury, judge
+from mailcli.pool.verdicts import (
+    IDLE_EVIDENCE,
+    Death,
+    Health,
+    at_shutdown,
+    backoff,
+    burst_evidence,
+    bury,
+    judge,
+)
 
 MB = 2**20
 

@@ -1,4 +1,4 @@
-"""Phases 2 and 3 on the Ollama client: the `LLMPhases` seam of mailcli.analysis.pipeline.
+"""Phases 2 and 3 on the Ollama client: the `LLMPhases` seam of mailcli.analysis.conversations.
 
 One email (phase 2) or one conversation (phase 3) is one *request*:
 
@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailcli.analysis import prompts
-from mailcli.analysis.pipeline import LLMUnavailable
+from mailcli.analysis.conversations import LLMUnavailable
 from mailcli.analysis.schemas import (
     ENTITY_KINDS,
     PHASE2_SCHEMA,
@@ -174,7 +174,7 @@ class OllamaLLMPhases:
     def close(self) -> None:
         self.client.close()
 
-    # --- keys: the pipeline skips an email whose stored key equals this one
+    # --- keys: analyze_conversation skips an email whose stored key equals this one
 
     def phase2_key(self, email: dict[str, Any]) -> str:
         data, _ = prompts.phase2_data(email)
@@ -400,7 +400,7 @@ _COUNTDOWN_RE = re.compile(r" \(next probe in [0-9]+s\)")
 
 
 def _llm_unavailable(exc: _Unavailable, calls: list[dict[str, Any]]) -> LLMUnavailable:
-    # the attempts made go with it: the pipeline puts them in the ledger
+    # the attempts made go with it: analyze_conversation puts them in the ledger
     return LLMUnavailable(_COUNTDOWN_RE.sub("", str(exc)), calls)
 
 

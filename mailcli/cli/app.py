@@ -84,7 +84,7 @@ def _open_store(readonly: bool = False):
 def _enqueue_after_ingest(cfg, summary, conn=None) -> str:
     """Hand pending conversations to the queues; a note for the summary line."""
     from mailcli.dispatch.feeder import feed_once
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     with _open_store() as store:
         queued = feed_once(store, conn if conn is not None else connect(cfg), cfg)
@@ -133,7 +133,7 @@ def ingest(
     note = ""
     unreachable = None
     if summary.touched and not no_enqueue:
-        from mailcli.queue.redis_server import RedisUnavailable
+        from mailcli.redis_conn import RedisUnavailable
 
         try:
             note = _enqueue_after_ingest(cfg, summary)
@@ -331,7 +331,7 @@ def analyze(
 
 
 def _connect_for_analyze(cfg):
-    from mailcli.queue.redis_server import RedisUnavailable, connect
+    from mailcli.redis_conn import RedisUnavailable, connect
 
     try:
         return connect(cfg)
@@ -344,7 +344,7 @@ def _connect_for_analyze(cfg):
 
 def _take_back_queued(cfg, store) -> None:
     from mailcli.dispatch.feeder import take_back_queued
-    from mailcli.queue.redis_server import RedisUnavailable, connect
+    from mailcli.redis_conn import RedisUnavailable, connect
     from mailcli.store import lifecycle
 
     if not lifecycle.queued_jobs(store):

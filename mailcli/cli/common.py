@@ -78,7 +78,7 @@ def _expected_errors() -> dict[type[BaseException], int]:
         StoreError: EXIT_FAILED,
     }
     from mailcli.llm.errors import OllamaError
-    from mailcli.queue.redis_server import RedisUnavailable
+    from mailcli.redis_conn import RedisUnavailable
 
     table[RedisUnavailable] = EXIT_UNREACHABLE
     table[OllamaError] = EXIT_UNREACHABLE

@@ -49,7 +49,8 @@ def _facts(cfg) -> dict[str, Any]:
     """What `redis status` shows: the server, its data, the work it holds and the pools using it."""
     from mailcli.pool.state import read_pools
     from mailcli.queue.names import queue_depths
-    from mailcli.queue.redis_server import EmbeddedRedis, connect, server_info
+    from mailcli.queue.redis_server import EmbeddedRedis
+    from mailcli.redis_conn import connect, server_info
 
     server = EmbeddedRedis(cfg.redis_dir)
     facts: dict[str, Any] = {
@@ -86,7 +87,7 @@ def _mb(n: int | None) -> str:
 @handle_errors
 def status(json_out: JsonOpt = False, debug: DebugOpt = False) -> None:
     """Is the embedded Redis running (pid, memory, jobs it holds, pools using it), and where its data is."""
-    from mailcli.queue.redis_server import describe
+    from mailcli.redis_conn import describe
 
     cfg = settings()
     if cfg.redis_url:

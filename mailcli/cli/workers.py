@@ -60,7 +60,7 @@ def start(
     """
     from mailcli.llm.preflight import missing_model
     from mailcli.pool.supervisor import PoolConfig, Supervisor
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     if min_workers is None:
         min_workers = min(2, max_workers)
@@ -134,7 +134,7 @@ def stop(
 def _tell_pools(command: str, what: str, **args: object) -> None:
     """Send a control command to every pool running on this Redis, and say how many were asked."""
     from mailcli.pool.state import read_pools, send_control
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     conn = connect(settings())
     pools = read_pools(conn)
@@ -154,7 +154,7 @@ def failed(
     from rich.table import Table
 
     from mailcli.dispatch.feeder import failed_job_rows, requeue_failed
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     cfg = settings()
     conn = connect(cfg)

@@ -18,8 +18,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from mailcli.analysis.conversations import highest_priority
 from mailcli.analysis.phase1 import priority_of
-from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
 from mailcli.dispatch.payloads import conversation_payloads, pending_ids
 from mailcli.queue.jobs import (

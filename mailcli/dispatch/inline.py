@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailcli.analysis.pipeline import LLMPhases, analyze_batch
+from mailcli.analysis.conversations import LLMPhases, analyze_batch
 from mailcli.config import Settings
 from mailcli.contract import Status
 from mailcli.dispatch.payloads import conversation_payloads

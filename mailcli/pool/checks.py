@@ -14,7 +14,7 @@ from typing import Any
 from mailcli.config import Settings
 from mailcli.pool.worker_command import worker_command, worker_env
 
-PROBE_TIMEOUT = 60.0
+WORKER_CHECK_TIMEOUT = 60.0
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Check:
 
 
 def check_redis(cfg: Settings) -> tuple[Check, Any]:
-    from mailcli.queue.redis_server import RedisUnavailable, connect, describe, server_info
+    from mailcli.redis_conn import RedisUnavailable, connect, describe, server_info
 
     try:
         conn = connect(cfg)
@@ -57,27 +57,27 @@ def check_sqlite(cfg: Settings) -> Check:
     return Check("sqlite", ok, f"{cfg.db}: writable, schema version {version} (expected {SCHEMA_VERSION})")
 
 
-def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
+def check_worker(cfg: Settings, conn: Any) -> list[Check]:
     """Start a worker exactly as the supervisor does, on a private queue, and give it two jobs."""
     from rq import Queue
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
     import mailcli
-    from mailcli.queue.jobs import PROBE_TASK
+    from mailcli.queue.jobs import ECHO_CHECK_TASK
 
-    qname = f"mailcli-probe-{uuid.uuid4().hex[:8]}"
+    qname = f"mailcli-check-{uuid.uuid4().hex[:8]}"
     q = Queue(qname, connection=conn, serializer=JSONSerializer)
     payload = {
         "nonce": uuid.uuid4().hex,
         "text": "Grüße — ✓ 日本",
         "numbers": [1, 2.5, None, True],
         "analyze": {
-            "conversation_id": "probe",
+            "conversation_id": "check",
             "emails": [
                 {
                     "rowid": 0,
-                    "id": "probe-1",
+                    "id": "check-1",
                     "subject": "URGENT: PO 4500012345 for $12,500.00",
                     "body": "Please confirm the purchase order by 3/4/2025.",
                     "from": "buyer@example.com",
@@ -88,7 +88,7 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
             "options": {"max_phase": 1},
         },
     }
-    probe = q.enqueue(PROBE_TASK, payload, result_ttl=300, failure_ttl=300, job_timeout=60)
+    echo = q.enqueue(ECHO_CHECK_TASK, payload, result_ttl=300, failure_ttl=300, job_timeout=60)
     missing = q.enqueue(
         "mailcli.queue.tasks.no_such_function", {}, result_ttl=300, failure_ttl=300, job_timeout=60
     )
@@ -96,28 +96,30 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
     cmd = worker_command(name, queues=[qname], burst=True)
     started = time.monotonic()
     try:
-        proc = subprocess.run(cmd, env=worker_env(cfg), capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+        proc = subprocess.run(
+            cmd, env=worker_env(cfg), capture_output=True, text=True, timeout=WORKER_CHECK_TIMEOUT
+        )
     except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
-        _remove_probe(conn, qname, name, (probe.id, missing.id))
+        _remove_check(conn, qname, name, (echo.id, missing.id))
         output = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
         last = (output.strip().splitlines() or ["it printed nothing"])[-1][:300]
         return [
             Check(
                 "worker",
                 False,
-                f"the probe worker ({sys.executable}) had not finished two jobs after {PROBE_TIMEOUT:.0f}s;"
-                f" its last line: {last}",
+                f"the check's worker ({sys.executable}) had not finished two jobs after"
+                f" {WORKER_CHECK_TIMEOUT:.0f}s; its last line: {last}",
             )
         ]
     took = time.monotonic() - started
     checks = []
-    probe = Job.fetch(probe.id, connection=conn, serializer=JSONSerializer)
-    result = probe.return_value()
+    echo = Job.fetch(echo.id, connection=conn, serializer=JSONSerializer)
+    result = echo.return_value()
     if result is None:
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        res = probe.latest_result()
+        res = echo.latest_result()
         why = (res.exc_string.strip().splitlines()[-1] if res and res.exc_string else tail[0])[:300]
-        checks.append(Check("worker", False, f"worker {sys.executable} did not run the probe: {why}"))
+        checks.append(Check("worker", False, f"worker {sys.executable} did not run the echo check: {why}"))
     else:
         here = os.path.dirname(os.path.abspath(mailcli.__file__))
         same_code = result["mailcli_version"] == mailcli.__version__ and result["mailcli_path"] == here
@@ -160,12 +162,12 @@ def probe_worker(cfg: Settings, conn: Any) -> list[Check]:
             else "a bad job did not fail clearly",
         )
     )
-    _remove_probe(conn, qname, name, (probe.id, missing.id))
+    _remove_check(conn, qname, name, (echo.id, missing.id))
     return checks
 
 
-def _remove_probe(conn: Any, qname: str, worker: str, job_ids: tuple[str, ...]) -> None:
-    """Leave nothing of the probe behind: its jobs, its private queue, its worker's published state."""
+def _remove_check(conn: Any, qname: str, worker: str, job_ids: tuple[str, ...]) -> None:
+    """Leave nothing of the check behind: its jobs, its private queue, its worker's published state."""
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
@@ -220,12 +222,12 @@ def check_ollama(cfg: Settings) -> Check:
 
 
 def run_checks(cfg: Settings) -> tuple[list[Check], bool]:
-    """Every check, in order; and whether Redis could be reached (without it the worker is not probed)."""
+    """Every check, in order; and whether Redis could be reached (without it the worker is not checked)."""
     checks: list[Check] = []
     redis_check, conn = check_redis(cfg)
     checks.append(redis_check)
     checks.append(check_sqlite(cfg))
     if conn is not None:
-        checks.extend(probe_worker(cfg, conn))
+        checks.extend(check_worker(cfg, conn))
     checks.append(check_ollama(cfg))
     return checks, redis_check.ok

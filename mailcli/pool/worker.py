@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mailcli.config import load_settings
     from mailcli.queue.jobs import queues as all_queues
-    from mailcli.queue.redis_server import connect
+    from mailcli.redis_conn import connect
 
     global TASK_MODULES
     level = "DEBUG" if args.debug or os.environ.get("MAILCLI_DEBUG") else "WARNING"

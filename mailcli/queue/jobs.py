@@ -35,7 +35,7 @@ from mailcli.queue.names import (  # noqa: F401 - re-exported: the pool imports 
 )
 
 TASK = "mailcli.queue.tasks.analyze_job"
-PROBE_TASK = "mailcli.queue.tasks.probe"
+ECHO_CHECK_TASK = "mailcli.queue.tasks.echo_check"
 
 # A job's emails: small conversations of one priority share a job so RQ's per-job cost (~4 ms
 # in-process) stays a small fraction of the work; a large conversation has a job of its own.

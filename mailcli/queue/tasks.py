@@ -14,7 +14,7 @@ from typing import Any
 from rq import get_current_job
 
 from mailcli import contract
-from mailcli.analysis.pipeline import analyze_batch
+from mailcli.analysis.conversations import analyze_batch
 from mailcli.contract import ConversationResult, JobPayload
 from mailcli.queue.jobs import RESULTS_STREAM, needs_llm
 
@@ -107,10 +107,10 @@ def analyze_job(payload: JobPayload) -> dict[str, Any]:
     return {"conversations": len(conversations), "emails": emails, "statuses": statuses, "llm_calls": calls}
 
 
-def probe(payload: Any) -> dict[str, Any]:
+def echo_check(payload: Any) -> dict[str, Any]:
     """`mailcli test-loading`: proves this worker imports mailcli and round-trips a payload."""
     import mailcli
-    from mailcli.analysis.pipeline import analyze_conversation
+    from mailcli.analysis.conversations import analyze_conversation
 
     conv = payload.get("analyze") if isinstance(payload, dict) else None
     return {

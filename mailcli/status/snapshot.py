@@ -742,7 +742,8 @@ class StatusReader:
 
     def _connect_redis(self) -> Any:
         """A client, or None when the embedded server is not running (status does not start it)."""
-        from mailcli.queue.redis_server import EmbeddedRedis, connect
+        from mailcli.queue.redis_server import EmbeddedRedis
+        from mailcli.redis_conn import connect
 
         if self._conn is not None:
             return self._conn
@@ -762,7 +763,7 @@ class StatusReader:
     def _read_redis(self, now: float, notes: list[str]):
         import redis
 
-        from mailcli.queue.redis_server import RedisUnavailable, describe
+        from mailcli.redis_conn import RedisUnavailable, describe
 
         where = describe(self.settings)
         unknown = QueuesInfo(known=False)

@@ -28,7 +28,7 @@ PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 class LLMUnavailable(Exception):
     """The LLM phases could not run now (Ollama down, breakers open): the conversation stays partial.
 
-    ``calls`` holds the ledger records of the attempts that were made (the pipeline records them).
+    ``calls`` holds the ledger records of the attempts that were made (analyze_conversation records them).
     """
 
     def __init__(self, message: str = "", calls: list[dict[str, Any]] | None = None):

@@ -17,7 +17,10 @@ The same ``(n_emails, seed, shape, body_bytes)`` always gives byte-identical out
 (threads, duplicates, foreign conversation ids) depends only on ``(n_emails, seed)``;
 :func:`expected_counts` replays it without building any text, so tests can check ingest counts exactly.
 
-CLI: ``python -m mailcli.synth 100000 -o data/synth.jsonl --seed 7 --shape graph``
+It lives beside the tests, not in the mailcli package: tests import it as ``synth`` (tests/conftest.py
+puts tests/ on ``sys.path``), benchmarks do the same (benchmarks/common.py), and the wheel never ships it.
+
+CLI, from the repository root: ``python tests/synth.py 100000 -o data/synth.jsonl --seed 7 --shape graph``
 """
 
 from __future__ import annotations
@@ -565,7 +568,7 @@ def _check_clean(v: _Vocab) -> None:
     bad = [t for t in texts if '"' in t or "\\" in t or any(ord(c) < 32 and c != "\n" for c in t)]
     if bad:
         raise RuntimeError(
-            f"mailcli.synth vocabulary holds characters the JSONL writer does not escape: {bad[:3]!r}"
+            f"synth vocabulary holds characters the JSONL writer does not escape: {bad[:3]!r}"
         )
 
 
@@ -592,7 +595,8 @@ def _paragraphs(body_bytes: int) -> list[tuple[str, str]]:
     if cached is not None:
         return cached
     body = _vocab().body
-    r = random.Random(f"mailcli.synth.paragraphs:{body_bytes}")  # fixed per size, like the vocabulary
+    r = random.Random(f"mailcli.synth.paragraphs:{body_bytes}")  # fixed per size, like the vocabulary (the seed
+    # string is a constant: changing it would change every generated export)
     target = max(0, (body_bytes - _OVERHEAD) // 2)
     count = max(64, min(2048, 4_000_000 // max(target, 1)))
     out = []
@@ -630,7 +634,8 @@ def _generate(n_emails: int, seed: int, shape: str, body_bytes: int) -> Iterator
     v = _vocab()
     paras = _paragraphs(body_bytes)
     n_paras = len(paras)
-    tr = random.Random(f"mailcli.synth:{seed}")  # text choices; the structure uses Random(seed) in _plan
+    tr = random.Random(f"mailcli.synth:{seed}")  # text choices (a constant seed string, like the one above);
+    # the structure uses Random(seed) in _plan
     trand, trange = tr.random, tr.randrange
     customers, reps, partners, parts = v.customers, v.reps, v.partners, v.parts
     urgent, n_urgent = v.urgent, len(v.urgent)
@@ -895,9 +900,9 @@ def _write(f: Any, n_emails: int, *, seed: int = 42, shape: str = "flat", body_b
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m mailcli.synth",
+        prog="python tests/synth.py",
         description="Write a deterministic synthetic email export (JSONL) for benchmarks and tests.",
-        epilog="Example: python -m mailcli.synth 100000 -o data/synth.jsonl --seed 7 --shape graph",
+        epilog="Example: python tests/synth.py 100000 -o data/synth.jsonl --seed 7 --shape graph",
     )
     ap.add_argument("n", type=int, help="number of records (duplicates included)")
     ap.add_argument("-o", "--output", default="-", help="output file ('-' for stdout, the default)")

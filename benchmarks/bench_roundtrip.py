@@ -1,8 +1,8 @@
-"""Probe job round trip: a mailcli pool worker against a plain `rq worker`, on the same Redis.
+"""Job round trip: a mailcli pool worker against a plain `rq worker`, on the same Redis.
 
 One embedded Redis; a mailcli pool (`workers start --min 1 --max 1`) and a plain
 `rq worker -w rq.worker.SimpleWorker -S json` on a queue of its own. Round trips alternate between the two:
-enqueue `mailcli.queue.tasks.probe` (a small JSON payload) on the pool's critical queue, or
+enqueue `mailcli.queue.tasks.echo_check` (a small JSON payload) on the pool's critical queue, or
 `benchmarks.trivial.noop` on the plain worker's queue, and wait for the result (RQ's blocking
 `latest_result`, an XREAD on the job's results stream: no polling interval in the figure). Time from just
 before the enqueue to the result being readable.
@@ -33,7 +33,7 @@ def run(n: int = 200, warmup: int = 10) -> list[Figure]:
     from rq.serializers import JSONSerializer
 
     from mailcli.pool import state
-    from mailcli.queue.jobs import PROBE_TASK, queue_for
+    from mailcli.queue.jobs import ECHO_CHECK_TASK, queue_for
 
     with Home() as home:
         conn = home.redis()
@@ -45,11 +45,11 @@ def run(n: int = 200, warmup: int = 10) -> list[Figure]:
             ours_q = queue_for(conn, "critical")
             plain_q = Queue("bench-plain", connection=conn, serializer=JSONSerializer)
             for _ in range(warmup):  # first imports, connections
-                _round_trip(ours_q, PROBE_TASK)
+                _round_trip(ours_q, ECHO_CHECK_TASK)
                 _round_trip(plain_q, "benchmarks.trivial.noop")
             ours, base = [], []
             for i in range(n):  # interleaved, alternating which goes first
-                pair = [(ours, ours_q, PROBE_TASK), (base, plain_q, "benchmarks.trivial.noop")]
+                pair = [(ours, ours_q, ECHO_CHECK_TASK), (base, plain_q, "benchmarks.trivial.noop")]
                 for sink, q, func in pair if i % 2 else pair[::-1]:
                     sink.append(_round_trip(q, func) * 1000)
         finally:
@@ -60,7 +60,7 @@ def run(n: int = 200, warmup: int = 10) -> list[Figure]:
         v, b = percentile(ours, q), percentile(base, q)
         figures.append(
             Figure(
-                scenario=f"probe job round trip {label} (enqueue to result), {n} round trips",
+                scenario=f"echo_check job round trip {label} (enqueue to result), {n} round trips",
                 metric="ms",
                 value=round(v, 2),
                 baseline_name="plain `rq worker` (SimpleWorker), trivial function, same Redis",
@@ -70,7 +70,7 @@ def run(n: int = 200, warmup: int = 10) -> list[Figure]:
                 met=None,
                 runs=n,
                 note=(
-                    "mailcli.queue.tasks.probe on a pool worker (MailcliWorker: publishes its state before and "
+                    "mailcli.queue.tasks.echo_check on a pool worker (MailcliWorker: publishes its state before and "
                     "after each job) vs benchmarks.trivial.noop on a plain rq worker; ratio = baseline / ours "
                     "(< 1: the pool's round trip is slower)"
                 ),
