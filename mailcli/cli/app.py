@@ -48,7 +48,7 @@ def _check_priority(priority: str | None) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"mailcli {__version__}")
+        console().print(f"mailcli {__version__}")
         raise typer.Exit()
 
 
@@ -145,14 +145,14 @@ def ingest(
         )
     else:
         for r in summary.rejects[:10]:
-            err_console.print(f"[yellow]rejected[/] {escape(f'{r.source}, {r.locator}: {r.reason}')}", highlight=False)
+            err_console().print(f"[yellow]rejected[/] {escape(f'{r.source}, {r.locator}: {r.reason}')}", highlight=False)
         if summary.rejected > 10:
-            err_console.print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
+            err_console().print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
         if summary.skipped:
             shown = ", ".join(summary.skipped_paths[:3]) + (", …" if summary.skipped > 3 else "")
-            err_console.print(f"passed over (mail tools' bookkeeping, not mail): {escape(shown)}", highlight=False)
+            err_console().print(f"passed over (mail tools' bookkeeping, not mail): {escape(shown)}", highlight=False)
         rate = summary.seen / elapsed if elapsed > 0 else 0
-        console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
+        console().print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
                       highlight=False)  # fmt: skip
     if unreachable:
         raise CliError(unreachable, EXIT_UNREACHABLE)
@@ -194,7 +194,7 @@ def _ingest_with_progress(store, paths, fmt, priority, total_bytes):
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=err_console(),
         transient=True,
     ) as progress:
         task = progress.add_task("ingest", total=total_bytes or None, counts="", rate="")
@@ -287,13 +287,13 @@ def analyze(
             if json_out:
                 print(json.dumps({**summary.__dict__, "llm_problems": [p.to_dict() for p in problems]}))
             else:
-                console.print(summary.line(), highlight=False)
+                console().print(summary.line(), highlight=False)
             raise typer.Exit(exit_code)
     note = _enqueue_after_ingest(cfg, None)
     if json_out:
         print(json.dumps({"pending": marked, "note": note, "llm_problems": [p.to_dict() for p in problems]}))
     else:
-        console.print(f"{marked} conversations pending; {note}", highlight=False)
+        console().print(f"{marked} conversations pending; {note}", highlight=False)
     raise typer.Exit(exit_code)
 
 
@@ -307,7 +307,7 @@ def _take_back_queued(cfg, store) -> None:
     try:
         conn = connect(cfg)
     except RedisUnavailable as exc:
-        err_console.print(
+        err_console().print(
             f"[yellow]{exc}: conversations queued for workers stay theirs; `mailcli workers start` runs them[/]"
         )
         conn = None
@@ -345,13 +345,13 @@ def results(
     elif not rows and conversation:
         raise CliError(f"no conversation {conversation!r}: see `mailcli results` for ids", EXIT_USAGE)
     elif not rows and priority:
-        console.print(f"no {priority} conversations")
+        console().print(f"no {priority} conversations")
     elif not rows:
-        console.print("no conversations yet; ingest an export first: mailcli ingest FILE")
+        console().print("no conversations yet; ingest an export first: mailcli ingest FILE")
     else:
-        console.print(results_table(rows, width=console.width))
+        console().print(results_table(rows, width=console().width))
         if partial[0]:
-            console.print(_partial_note(partial[0], partial[1] or "", settings()), highlight=False, markup=False)
+            console().print(_partial_note(partial[0], partial[1] or "", settings()), highlight=False, markup=False)
 
 
 def _partial_note(n: int, error: str, cfg) -> str:
@@ -402,7 +402,7 @@ def show(
     if json_out:
         print(json.dumps(detail, ensure_ascii=False))
     else:
-        console.print(conversation_view(detail))
+        console().print(conversation_view(detail))
 
 
 @app.command(
@@ -429,7 +429,7 @@ def export(
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8", newline="") as fh:
                 n = write_export(store, fh, fmt)
             tmp.replace(output)
-            err_console.print(f"{n} records written to {output}", highlight=False)
+            err_console().print(f"{n} records written to {output}", highlight=False)
 
 
 def _register_subcommands() -> None:

@@ -80,9 +80,9 @@ def _print(snap, fmt: str) -> None:
     else:
         from mailcli.status.render import StatusView
 
-        console.print(StatusView(snap))
+        console().print(StatusView(snap))
     if fmt != "text" and snap.redis_unreachable:
-        err_console.print(f"[bold red]error:[/] {escape(snap.redis.error)}", highlight=False, soft_wrap=True)
+        err_console().print(f"[bold red]error:[/] {escape(snap.redis.error)}", highlight=False, soft_wrap=True)
 
 
 def _watch(reader, interval: float) -> bool:
@@ -94,7 +94,7 @@ def _watch(reader, interval: float) -> bool:
 
     unreachable = False
     try:
-        with Live(console=console.real, screen=False, auto_refresh=False, transient=False,
+        with Live(console=console(), screen=False, auto_refresh=False, transient=False,
                   redirect_stdout=False, redirect_stderr=False) as live:  # fmt: skip
             for snap in _ticks(reader, interval):
                 unreachable = snap.redis_unreachable

@@ -22,19 +22,15 @@ from mailcli.analysis.pipeline import highest_priority
 from mailcli.config import Settings
 from mailcli.dispatch.payloads import conversation_payloads
 from mailcli.queue.jobs import (
-    PENDING_KEY,
-    PHASE1_QUEUE,
-    PRIORITIES,
-    QUEUES,
     enqueue_conversations,
     failed_jobs,
     group_into_jobs,
     is_popped,
     job_id_for,
-    needs_llm,
     requeue_stranded,
     take_unstarted,
 )
+from mailcli.queue.names import PENDING_KEY, PHASE1_QUEUE, PRIORITIES, QUEUES, needs_llm
 from mailcli.store import lifecycle
 from mailcli.store.db import Store
 from mailcli.store.lifecycle import Claim, claim_pending

@@ -10,7 +10,8 @@ Why not the OllamaClient: it imports httpx (65-100 ms) and builds an SSL context
 small GET per host; http.client keeps the probe in the standard library. The timeout bounds the
 connect and every read, like the client's connect and read timeouts; no retry, no proxy
 (HTTP(S)_PROXY is ignored, as the client ignores it). Error texts have the client's shape: "could
-not connect to URL (reason)", "URL timed out (ReadTimeout)", "URL answered 500: <Ollama's error>".
+not connect to URL (reason)", "URL timed out (ReadTimeout)", "URL answered 500: <Ollama's error>";
+an answer is read by the rules the client reads one by (mailcli.llm.wire).
 
 One connection per host is kept open between rounds (--watch), as a client's pool keeps it; a
 connection the server closed in between is reopened once, silently.
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from mailcli.llm.wire import answer_error, clip, server_message
+
 PATH = "/api/ps"
 MAX_BODY = 1 << 20  # /api/ps lists a handful of models; a bigger body is not Ollama
-_ERROR_TEXT_LIMIT = 300  # as mailcli.llm.client clips server messages
 # a kept connection the server closed while idle fails like this on reuse: open a new one, once
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -42,22 +44,6 @@ class ProbeResult:
     reachable: bool
     error: str | None = None
     models: list[str] = field(default_factory=list)
-
-
-def _clip(text: Any) -> str:
-    text = str(text)
-    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
-
-
-def _server_message(body: bytes) -> str:
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _clip(text)
-    if isinstance(data, dict) and "error" in data:
-        return _clip(data["error"])
-    return _clip(text)
 
 
 def model_names(data: Any) -> list[str]:
@@ -104,7 +90,7 @@ class HostProbe:
     def _dropped(self, exc: BaseException) -> ProbeError:
         self.close()
         return ProbeError(
-            f"{self.url} dropped the connection mid-answer ({type(exc).__name__}: {_clip(str(exc))})"
+            f"{self.url} dropped the connection mid-answer ({type(exc).__name__}: {clip(str(exc))})"
         )
 
     def _get(self) -> tuple[int, bytes]:
@@ -121,7 +107,7 @@ class HostProbe:
         except OSError as exc:  # refused, no route, unknown name, TLS handshake
             self.close()
             raise ProbeError(
-                f"could not connect to {self.url} ({_clip(str(exc)) or type(exc).__name__})"
+                f"could not connect to {self.url} ({clip(str(exc)) or type(exc).__name__})"
             ) from None
         try:
             conn.request("GET", self.path, headers={"Accept": "application/json"})
@@ -140,7 +126,7 @@ class HostProbe:
             raise self._dropped(exc) from None
         except http.client.HTTPException as exc:
             self.close()
-            raise ProbeError(f"{self.url}: {type(exc).__name__}: {_clip(str(exc))}") from None
+            raise ProbeError(f"{self.url}: {type(exc).__name__}: {clip(str(exc))}") from None
 
     def _new_connection(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
@@ -150,10 +136,7 @@ class HostProbe:
     def _judge(self, status: int, body: bytes) -> list[str]:
         """The answer, read as mailcli.llm.client reads one (same messages)."""
         if status != 200:
-            message = _server_message(body)
-            if status in (408, 429) or status >= 500:
-                raise ProbeError(f"{self.url} answered {status}: {message}")
-            raise ProbeError(f"Ollama at {self.url} rejected the request for {PATH} ({status}): {message}")
+            raise ProbeError(answer_error(self.url, status, server_message(body), PATH))
         try:
             data = json.loads(body)
         except ValueError:
@@ -161,7 +144,7 @@ class HostProbe:
         if not isinstance(data, dict):
             raise ProbeError(f"{self.url} sent unexpected JSON on {PATH}")
         if "error" in data:
-            raise ProbeError(f"{self.url}: {_clip(data['error'])}")
+            raise ProbeError(f"{self.url}: {clip(data['error'])}")
         return model_names(data)
 
 
@@ -202,7 +185,7 @@ class ProbeRound:
             return ProbeResult(False, str(exc))
         except Exception as exc:  # a probe must never take the snapshot down
             probe.close()
-            return ProbeResult(False, f"{probe.url}: {type(exc).__name__}: {_clip(str(exc))}")
+            return ProbeResult(False, f"{probe.url}: {type(exc).__name__}: {clip(str(exc))}")
 
     def results(self) -> dict[str, ProbeResult]:
         """Every host's result; a host still silent `wait` seconds after the round started is unreachable."""
