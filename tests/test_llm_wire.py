@@ -117,3 +117,35 @@ def test_the_clients_breaker_defaults_are_the_shared_ones():
     params = inspect.signature(OllamaClient).parameters
     assert params["breaker_threshold"].default == BREAKER_THRESHOLD
     assert params["breaker_cooldown"].default == BREAKER_COOLDOWN
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"<html>proxy error</html>", "http://a:11434 sent a body that is not JSON on /api/ps"),
+        (b"", "http://a:11434 sent a body that is not JSON on /api/ps"),
+        (b"[1, 2]", "http://a:11434 sent unexpected JSON on /api/ps"),
+        (b'{"error": "out of memory"}', "http://a:11434: out of memory"),  # an error in a 200 answer
+    ],
+)
+def test_a_200_body_that_is_not_the_object_asked_for(body, problem):
+    with pytest.raises(wire.BadAnswer) as caught:
+        wire.json_object("http://a:11434", "/api/ps", body)
+    assert str(caught.value) == problem
+
+
+def test_a_200_body_that_is_a_json_object():
+    assert wire.json_object("http://a:11434", "/api/ps", b'{"models": []}') == {"models": []}
+
+
+def test_transport_failures_are_worded_once_for_every_transport():
+    host = "http://a:11434"
+    assert wire.timed_out(host, "ReadTimeout") == "http://a:11434 timed out (ReadTimeout)"
+    assert wire.connect_failed(host, ConnectionRefusedError(111, "Connection refused")) == (
+        "could not connect to http://a:11434 ([Errno 111] Connection refused)"
+    )
+    assert wire.connect_failed(host, OSError()) == "could not connect to http://a:11434 (OSError)"
+    assert wire.dropped(host, ConnectionResetError("reset")) == (
+        "http://a:11434 dropped the connection mid-answer (ConnectionResetError: reset)"
+    )
+    assert wire.transport_failed(host, RuntimeError("x" * 400)) == f"http://a:11434: RuntimeError: {'x' * 300}..."

@@ -43,12 +43,18 @@ from mailcli.llm.wire import (
     BREAKER_COOLDOWN,
     BREAKER_THRESHOLD,
     BUSY_STATUSES,
+    BadAnswer,
     BreakerState,
     answer_error,
     breaker_state,
     clip,
+    connect_failed,
+    dropped,
     is_retryable_status,
+    json_object,
     server_message,
+    timed_out,
+    transport_failed,
 )
 
 Limiter = LocalLimiter | RedisLimiter
@@ -457,14 +463,9 @@ class OllamaClient:
                 response = self._http.request(method, url, json=payload, timeout=t)
                 _check_status(response, host, model, path)
                 try:
-                    data = response.json()
-                except ValueError:
-                    raise _Retryable(f"{host} sent a body that is not JSON on {path}", host=host, model=model,
-                                     status=response.status_code) from None
-                if not isinstance(data, dict):
-                    raise _Retryable(f"{host} sent unexpected JSON on {path}", host=host, model=model, status=200)
-                if "error" in data:
-                    raise _Retryable(f"{host}: {clip(data['error'])}", host=host, model=model, status=200)
+                    data = json_object(host, path, response.content)
+                except BadAnswer as exc:
+                    raise _Retryable(str(exc), host=host, model=model, status=200) from None
                 if path in ("/api/chat", "/api/generate") and data.get("done") is not True:
                     raise IncompleteResponse(f"{host} answered {path} without done:true", host=host, model=model,
                                              status=200)
@@ -475,15 +476,13 @@ class OllamaClient:
                 _check_status(response, host, model, path)
                 return _assemble(response.iter_lines(), host, model, path, on_token)
         except httpx.TimeoutException as exc:
-            raise _TimedOut(f"{host} timed out ({type(exc).__name__})", host=host, model=model) from None
+            raise _TimedOut(timed_out(host, type(exc).__name__), host=host, model=model) from None
         except httpx.ConnectError as exc:
-            raise _Retryable(f"could not connect to {host} ({clip(str(exc)) or type(exc).__name__})",
-                             host=host, model=model) from None
+            raise _Retryable(connect_failed(host, exc), host=host, model=model) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise _Retryable(f"{host} dropped the connection mid-answer ({type(exc).__name__}: {clip(str(exc))})",
-                             host=host, model=model) from None
+            raise _Retryable(dropped(host, exc), host=host, model=model) from None
         except httpx.TransportError as exc:
-            raise _Retryable(f"{host}: {type(exc).__name__}: {clip(str(exc))}", host=host, model=model) from None
+            raise _Retryable(transport_failed(host, exc), host=host, model=model) from None
 
     # --- routing and breakers
 

@@ -3,6 +3,7 @@ and `mailcli status` (its http.client probe and the breakers it derives from the
 apply, so that they read an answer, word its error and judge a host the same way.
 
 - An error body is `{"error": "..."}` JSON, or plain text; its message is clipped to one line's worth.
+  A 200 answer is a JSON object, unless it is `{"error": "..."}`.
 - A 408, 429 or 5xx answer is worth another attempt; any other answer but 200 rejects the request.
 - A busy answer (429, 503: Ollama's queue is full) means the host is up: it does not count against
   its breaker. Other retryable failures do: no answer at all, a 408 or 5xx, or a 200 whose body is
@@ -53,6 +54,47 @@ def answer_error(host: str, status: int, message: str, what: str) -> str:
     if is_retryable_status(status):
         return f"{host} answered {status}: {message}"
     return f"Ollama at {host} rejected the request for {what} ({status}): {message}"
+
+
+class BadAnswer(ValueError):
+    """A 200 answer whose body is not the JSON object asked for; the message is the one line to report."""
+
+
+def json_object(host: str, path: str, body: bytes) -> dict[str, Any]:
+    """The JSON object of a 200 answer to ``path``; BadAnswer if the body is not JSON, not an object,
+    or an object reporting an error."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadAnswer(f"{host} sent a body that is not JSON on {path}") from None
+    if not isinstance(data, dict):
+        raise BadAnswer(f"{host} sent unexpected JSON on {path}")
+    if "error" in data:
+        raise BadAnswer(f"{host}: {clip(data['error'])}")
+    return data
+
+
+# The one line for each way an attempt can fail before an answer is read, whichever transport made it.
+
+
+def timed_out(host: str, kind: str) -> str:
+    """``kind``: which wait ran out, ConnectTimeout or ReadTimeout (or another transport's name for it)."""
+    return f"{host} timed out ({kind})"
+
+
+def connect_failed(host: str, exc: BaseException) -> str:
+    """Refused, no route, unknown name, a failed TLS handshake."""
+    return f"could not connect to {host} ({clip(str(exc)) or type(exc).__name__})"
+
+
+def dropped(host: str, exc: BaseException) -> str:
+    """The connection closed or broke while the request was sent or its answer read."""
+    return f"{host} dropped the connection mid-answer ({type(exc).__name__}: {clip(str(exc))})"
+
+
+def transport_failed(host: str, exc: BaseException) -> str:
+    """Any other failure of the transport."""
+    return f"{host}: {type(exc).__name__}: {clip(str(exc))}"
 
 
 def counts_against_breaker(http_status: int | None) -> bool:
