@@ -335,7 +335,8 @@ def test_breaker_is_derived_from_consecutive_failed_attempts(attempts, expected)
 
 
 def test_pending_key_is_the_feeders():
-    feeder = pytest.importorskip("mailcli.dispatch.feeder")
+    from mailcli.dispatch import feeder
+
     assert feeder.PENDING_KEY == PENDING_KEY
 
 
