@@ -25,7 +25,7 @@ def run(repeats: int = 3, max_workers: int = 4, cooldown: float = 2.0) -> list[F
     from rq.serializers import JSONSerializer
 
     from mailcli.pool.supervisor import TICK
-    from mailcli.queue.jobs import queue_name
+    from mailcli.queue.names import queue_name
 
     up, down = [], []
     with Home() as home:

@@ -30,7 +30,8 @@ def _all_at_once_bytes(home: Home, sample: int) -> tuple[float, int]:
 
     from mailcli.dispatch.feeder import route
     from mailcli.dispatch.payloads import conversation_payloads
-    from mailcli.queue.jobs import QUEUES, enqueue_conversations, group_into_jobs
+    from mailcli.queue.jobs import enqueue_conversations, group_into_jobs
+    from mailcli.queue.names import QUEUES
 
     settings = home.settings()
     with home.store() as store:

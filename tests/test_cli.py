@@ -237,7 +237,7 @@ def test_ingest_enqueues_jobs_on_priority_queues(any_home):
     no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
     assert "jobs enqueued" in proc.stdout
-    from mailcli.queue.jobs import queue_depths
+    from mailcli.queue.names import queue_depths
 
     depths = queue_depths(any_home.redis())
     assert sum(d["queued"] for d in depths.values()) > 0

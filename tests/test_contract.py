@@ -59,7 +59,7 @@ def test_a_payload_without_a_version_is_version_1():
 
 def test_the_sink_drops_a_result_of_another_wire_version_with_a_line(home, caplog):
     from mailcli.pool.sink import Sink
-    from mailcli.queue.jobs import RESULTS_STREAM
+    from mailcli.queue.names import RESULTS_STREAM
 
     payload = _payload(home, contract.WIRE_VERSION)
     conn = home.redis()

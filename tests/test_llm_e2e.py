@@ -22,7 +22,7 @@ from ollama_standin import OllamaStandin
 from mailcli.analysis.conversations import LLMUnavailable, analyze_batch, analyze_conversation
 from mailcli.analysis.llm_phases import make_llm_phases
 from mailcli.config import Settings
-from mailcli.queue.jobs import queue_depths
+from mailcli.queue.names import queue_depths
 
 GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]
 OTHER_MODEL = "qwen2.5:7b"

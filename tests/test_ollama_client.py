@@ -14,15 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mailcli.llm import (
-    CallRecord,
-    IncompleteResponse,
-    ModelNotFound,
-    OllamaBadRequest,
-    OllamaClient,
-    OllamaUnavailable,
-    parse_hosts,
-)
+from mailcli.llm.client import CallRecord, OllamaClient
+from mailcli.llm.errors import IncompleteResponse, ModelNotFound, OllamaBadRequest, OllamaUnavailable
+from mailcli.llm.hosts import parse_hosts
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ollama_standin import OllamaStandin  # noqa: E402

@@ -16,7 +16,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from mailcli.pool import state
-from mailcli.queue.jobs import queue_depths, queue_name
+from mailcli.queue.names import queue_depths, queue_name
 
 GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from rq.serializers import JSONSerializer
 
-from mailcli.queue.jobs import PHASE1_QUEUE, QUEUES, PayloadJob, queue_depths, queue_for, queue_name
+from mailcli.queue.jobs import PayloadJob, queue_for
+from mailcli.queue.names import PHASE1_QUEUE, QUEUES, queue_depths, queue_name
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -491,7 +491,7 @@ def test_redis_stop_keeps_queued_work_and_status_shows_the_lifecycle(home):
     from conftest import SAMPLES
 
     from mailcli.pool.state import forget_pool, publish_pool
-    from mailcli.queue.jobs import queue_depths
+    from mailcli.queue.names import queue_depths
 
     def facts():
         proc = home.run("redis", "status", "--json")

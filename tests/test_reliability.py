@@ -33,7 +33,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from mailcli.pool import state
-from mailcli.queue.jobs import RESULTS_STREAM, queue_depths, queue_name
+from mailcli.queue.names import RESULTS_STREAM, queue_depths, queue_name
 from mailcli.queue.redis_server import EmbeddedRedis
 
 DONE = {"analyzed", "partial"}
@@ -638,7 +638,7 @@ def test_answers_slower_than_the_timeout_are_bounded_and_phase_1_is_kept():
     bounded number of timeouts, then the conversation is partial with its phase 1 intact."""
     from mailcli.analysis.conversations import analyze_conversation
     from mailcli.analysis.llm_phases import OllamaLLMPhases
-    from mailcli.llm import OllamaClient
+    from mailcli.llm.client import OllamaClient
 
     emails = [
         {"rowid": i, "id": f"e{i}", "subject": f"RE: PO 4500012345 urgent #{i}", "from": "a@b.com",

@@ -28,7 +28,7 @@ from rq import Callback, Queue
 from rq.job import Job
 from rq.serializers import DefaultSerializer, JSONSerializer
 
-from mailcli.queue.jobs import RESULTS_STREAM, queue_name
+from mailcli.queue.names import RESULTS_STREAM, queue_name
 from mailcli.queue.redis_server import EmbeddedRedis
 
 GOOD = [str(SAMPLES / "graph.jsonl"), str(SAMPLES / "flat.jsonl"), str(SAMPLES / "mbox"), str(SAMPLES / "eml")]

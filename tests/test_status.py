@@ -336,6 +336,9 @@ def test_percentile_is_nearest_rank():
         ([("retry", None, 50)] * 5, "half-open"),  # the cooldown has passed: the next call probes
         ([("retry", None, 99)] * 5 + [("ok", 200, 99)], "closed"),
         ([("error", 404, 99)] * 6, "closed"),  # a 4xx is the request's fault, not the host's
+        ([("error", 301, 99)] * 6, "closed"),  # as is any other answer the client rejects the request on
+        ([("retry", 408, 99)] * 5, "open"),  # a timeout the host reported is the host's
+        ([("retry", 200, 99)] * 5, "open"),  # an answer whose body was unusable
         ([("error", 500, 99)] * 5, "open"),
         (
             [("retry", 503, 99)] * 6,
@@ -350,27 +353,27 @@ def test_breaker_is_derived_from_consecutive_failed_attempts(attempts, expected)
 
 
 def test_pending_key_is_the_feeders():
-    feeder = pytest.importorskip("mailcli.dispatch.feeder")
+    from mailcli.dispatch import feeder
+
     assert feeder.PENDING_KEY == PENDING_KEY
 
 
 def test_queues_and_their_depths_are_the_queue_modules(conn):
-    # status reads the names from mailcli.queue.names, which the pool's mailcli.queue.jobs re-exports:
-    # one definition, and a snapshot without failed jobs never imports rq (mailcli.queue.jobs does)
+    # status and the pool read the names from mailcli.queue.names: one definition, and a snapshot
+    # without failed jobs never imports rq (mailcli.queue.jobs, which names its RQ queues by them, does)
     from mailcli.queue import jobs, names
     from mailcli.status import snapshot
 
-    assert (snapshot.PENDING_KEY, snapshot.RESULTS_STREAM) == (jobs.PENDING_KEY, jobs.RESULTS_STREAM)
+    assert (snapshot.PENDING_KEY, snapshot.RESULTS_STREAM) == (names.PENDING_KEY, names.RESULTS_STREAM)
     assert snapshot.queue_name is names.queue_name is jobs.queue_name
-    assert snapshot.queue_depths is names.queue_depths is jobs.queue_depths
+    assert snapshot.queue_depths is names.queue_depths
     assert names.QUEUES is jobs.QUEUES
-    assert [snapshot.queue_name(q) for q in jobs.QUEUES] == [jobs.queue_name(q) for q in jobs.QUEUES]
+    assert [q.name for q in jobs.queues(conn)] == [snapshot.queue_name(q) for q in names.QUEUES]
     for _ in range(2):
         queue_for(conn, "high").enqueue("json.loads", "[]")
     queue_for(conn, "low").enqueue_in(timedelta(minutes=5), "json.loads", "[]")
     fail_one_job(conn)
     depths = snapshot.queue_depths(conn)
-    assert depths == jobs.queue_depths(conn)
     assert (depths["high"]["queued"], depths["low"]["retrying"], depths["low"]["failed"]) == (2, 1, 1)
 
 

@@ -11,7 +11,7 @@ from conftest import SAMPLES, wait_for
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from mailcli.queue.jobs import queue_name
+from mailcli.queue.names import queue_name
 
 
 def status(home) -> dict:

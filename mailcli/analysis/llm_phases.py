@@ -44,15 +44,8 @@ from mailcli.analysis.schemas import (
     validate_phase2,
     validate_phase3,
 )
-from mailcli.llm import (
-    CallRecord,
-    Cancelled,
-    ModelNotFound,
-    OllamaBadRequest,
-    OllamaClient,
-    OllamaError,
-    OllamaUnavailable,
-)
+from mailcli.llm.client import CallRecord, Cancelled, OllamaClient
+from mailcli.llm.errors import ModelNotFound, OllamaBadRequest, OllamaError, OllamaUnavailable
 from mailcli.llm.limiter import RedisLimiter
 
 log = logging.getLogger("mailcli.analysis.llm")

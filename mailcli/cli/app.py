@@ -54,7 +54,7 @@ def _no_conversation(conversation_id: str) -> CliError:
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"mailcli {__version__}")
+        console().print(f"mailcli {__version__}")
         raise typer.Exit()
 
 
@@ -160,20 +160,20 @@ def ingest(
         )
     else:
         for r in summary.rejects[:10]:
-            err_console.print(
+            err_console().print(
                 f"[yellow]rejected[/] {escape(f'{r.source}, {r.locator}: {r.reason}')}", highlight=False
             )
         if summary.rejected > 10:
-            err_console.print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
+            err_console().print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
         if summary.skipped:
             named = [
                 f"{p} ({why})"
                 for p, why in zip(summary.skipped_paths[:3], summary.skipped_reasons, strict=False)
             ]
             shown = ", ".join(named) + (", …" if summary.skipped > 3 else "")
-            err_console.print(f"passed over (not mail): {escape(shown)}", highlight=False)
+            err_console().print(f"passed over (not mail): {escape(shown)}", highlight=False)
         rate = summary.seen / elapsed if elapsed > 0 else 0
-        console.print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
+        console().print(f"{summary.line()} ({elapsed:.1f}s, {rate:,.0f} records/s){'; ' + note if note else ''}",
                       highlight=False)  # fmt: skip
     if unreachable:
         raise CliError(unreachable, EXIT_UNREACHABLE)
@@ -215,7 +215,7 @@ def _ingest_with_progress(store, paths, fmt, priority, total_bytes):
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=err_console(),
         transient=True,
     ) as progress:
         task = progress.add_task("ingest", total=total_bytes or None, counts="", rate="")
@@ -320,13 +320,13 @@ def analyze(
             if json_out:
                 print(json.dumps({**summary.__dict__, "llm_problems": [p.to_dict() for p in problems]}))
             else:
-                console.print(summary.line(), highlight=False)
+                console().print(summary.line(), highlight=False)
             raise typer.Exit(exit_code)
     note = _enqueue_after_ingest(cfg, None, conn)
     if json_out:
         print(json.dumps({"pending": marked, "note": note, "llm_problems": [p.to_dict() for p in problems]}))
     else:
-        console.print(f"{marked} conversations pending; {note}", highlight=False)
+        console().print(f"{marked} conversations pending; {note}", highlight=False)
     raise typer.Exit(exit_code)
 
 
@@ -352,7 +352,7 @@ def _take_back_queued(cfg, store) -> None:
     try:
         conn = connect(cfg)
     except RedisUnavailable as exc:
-        err_console.print(
+        err_console().print(
             f"[yellow]{exc}: conversations queued for workers stay theirs; `mailcli workers start` runs them[/]"
         )
         conn = None
@@ -394,13 +394,13 @@ def results(
     elif not rows and conversation:
         raise _no_conversation(conversation)
     elif not rows and priority:
-        console.print(f"no {priority} conversations")
+        console().print(f"no {priority} conversations")
     elif not rows:
-        console.print("no conversations yet; ingest an export first: mailcli ingest FILE")
+        console().print("no conversations yet; ingest an export first: mailcli ingest FILE")
     else:
-        console.print(results_table(rows, width=console.width))
+        console().print(results_table(rows, width=console().width))
         if partial[0]:
-            console.print(
+            console().print(
                 _partial_note(partial[0], partial[1] or "", settings()), highlight=False, markup=False
             )
 
@@ -455,7 +455,7 @@ def show(
     if json_out:
         print(json.dumps(detail, ensure_ascii=False))
     else:
-        console.print(conversation_view(detail))
+        console().print(conversation_view(detail))
 
 
 @app.command(
@@ -481,7 +481,7 @@ def export(
             from mailcli.private import write_private
 
             n = write_private(output, lambda fh: write_export(store, fh, fmt), newline="")  # holds email text
-            err_console.print(f"{n} records written to {output}", highlight=False)
+            err_console().print(f"{n} records written to {output}", highlight=False)
 
 
 def _register_subcommands() -> None:

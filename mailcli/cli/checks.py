@@ -44,8 +44,8 @@ def _render(checks: list, passed: bool) -> None:
     for c in checks:
         mark = "[green]ok[/]" if c.ok else ("[yellow]warning[/]" if not c.required else "[red]FAILED[/]")
         table.add_row(c.name, mark, c.detail)
-    console.print(table)
-    console.print("[green]all required checks passed[/]" if passed else "[red]a required check failed[/]")
+    console().print(table)
+    console().print("[green]all required checks passed[/]" if passed else "[red]a required check failed[/]")
 
 
 def register(app: typer.Typer) -> None:

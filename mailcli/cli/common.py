@@ -8,48 +8,32 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from mailcli.config import ConfigError, Settings, load_settings
 
-
-class LazyConsole:
-    """A rich Console made on first use. Importing rich.console costs 20-30 ms, which `--json` and
-    `--format prometheus` output never need; every attribute is the real Console's."""
-
-    def __init__(self, **options: Any):
-        self._options = options
-        self._console: Any = None
-
-    @property
-    def real(self) -> Any:
-        """The rich.console.Console itself (made now if it was not yet)."""
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(**self._options)
-        return self._console
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_options", "_console"):
-            raise AttributeError(name)
-        return getattr(self.real, name)
-
-    # the special methods Console has; Python looks these up on the type, not through __getattr__
-    def __enter__(self) -> Any:  # rich's Live and Progress hold `with console:` around each refresh
-        return self.real.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.real.__exit__(*exc)
-
-    def __repr__(self) -> str:
-        return repr(self._console) if self._console is not None else "<LazyConsole, not made yet>"
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
-console: Any = LazyConsole()
-err_console: Any = LazyConsole(stderr=True)
+@functools.cache
+def console() -> Console:
+    """The rich Console on stdout, made on first use: rich is imported here, not at start-up (20-30
+    ms that `--json` and `--format prometheus` output never need)."""
+    from rich.console import Console
+
+    return Console()
+
+
+@functools.cache
+def err_console() -> Console:
+    """The rich Console on stderr, made on first use (see `console`)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -94,7 +78,7 @@ def escape(text: str) -> str:
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -113,7 +97,7 @@ def handle_errors(func: F) -> F:
         except CliError as exc:
             raise fail(str(exc), exc.code) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
+            err_console().print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
         except BrokenPipeError:
             # the reader went away (`mailcli export | head`): what it read was all it wanted; stop
@@ -204,7 +188,7 @@ def check_llm_once(cfg: Settings, phases: tuple[int, ...]) -> list[Any]:
     problems = check_llm(cfg, phases)
     for p in problems:
         label = "[bold red]error:[/]" if p.kind == "model_missing" else "[yellow]warning:[/]"
-        err_console.print(f"{label} {escape(p.message)}", highlight=False, markup=True, soft_wrap=True)
+        err_console().print(f"{label} {escape(p.message)}", highlight=False, markup=True, soft_wrap=True)
     if problems:
         # said once, here: the client's and the phases' warnings about the same failure (a breaker
         # opening, emails left unanswered) would say it again; --debug still shows them

@@ -95,7 +95,7 @@ def status(json_out: JsonOpt = False, debug: DebugOpt = False) -> None:
         if json_out:
             print(json.dumps(facts))
         else:
-            console.print(f"REDIS_URL is set: mailcli uses the Redis at {facts['redis_url']}, not an embedded "
+            console().print(f"REDIS_URL is set: mailcli uses the Redis at {facts['redis_url']}, not an embedded "
                           "server (start and stop that one as you run it)", highlight=False)  # fmt: skip
         return
     facts = _facts(cfg)
@@ -103,14 +103,14 @@ def status(json_out: JsonOpt = False, debug: DebugOpt = False) -> None:
         print(json.dumps(facts))
         return
     if not facts["running"]:
-        console.print(
+        console().print(
             f"the embedded Redis is not running; it starts on the next command that needs it. "
             f"Its data: {facts['directory']} ({_mb(facts['aof_bytes'])} append-only file)",
             highlight=False,
         )
         return
     pools = facts["pools"]
-    console.print(
+    console().print(
         f"the embedded Redis is running in the background: pid {facts['pid']}, Redis {facts['version']}, "
         f"up {facts['uptime_s']}s, {_mb(facts['used_memory'])} in memory, socket {facts['socket']}\n"
         f"it holds {facts['jobs_queued']} jobs (queued, running or retrying); "
@@ -141,7 +141,7 @@ def stop(
                        "unset REDIS_URL to manage the embedded server", EXIT_USAGE)  # fmt: skip
     server = EmbeddedRedis(cfg.redis_dir)
     if not server.is_running() and server.pid() is None:
-        console.print("the embedded Redis is not running", highlight=False)
+        console().print("the embedded Redis is not running", highlight=False)
         return
     facts = _facts(cfg) if server.is_running() else {"pools": [], "jobs_queued": 0, "pid": server.pid()}
     if facts["pools"] and not force:
@@ -153,7 +153,7 @@ def stop(
         )
     server.stop()
     kept = f"; its {facts['jobs_queued']} queued jobs are kept on disk" if facts["jobs_queued"] else ""
-    console.print(
+    console().print(
         f"stopped the embedded Redis (pid {facts['pid']}){kept}; it starts again on the next command that needs it",
         highlight=False,
     )

@@ -43,7 +43,7 @@ def report(
         print(json.dumps({"path": str(summary.path), "bytes": summary.bytes, "emails": summary.emails,
                           "conversations": summary.conversations, "attention": summary.attention}))  # fmt: skip
     else:
-        console.print(summary.line(), highlight=False, soft_wrap=True)
+        console().print(summary.line(), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -85,9 +85,9 @@ def _print(snap, fmt: str) -> None:
     else:
         from mailcli.status.render import StatusView
 
-        console.print(StatusView(snap))
+        console().print(StatusView(snap))
     if fmt != "text" and snap.redis_unreachable:
-        err_console.print(f"[bold red]error:[/] {escape(snap.redis.error)}", highlight=False, soft_wrap=True)
+        err_console().print(f"[bold red]error:[/] {escape(snap.redis.error)}", highlight=False, soft_wrap=True)
 
 
 def _watch(reader, interval: float) -> bool:
@@ -98,18 +98,18 @@ def _watch(reader, interval: float) -> bool:
     from mailcli.status.render import StatusView
 
     unreachable = False
-    if not console.real.is_terminal:
+    if not console().is_terminal:
         # piped or redirected: no cursor to redraw in place with, so each frame is printed in turn
         try:
             for snap in _ticks(reader, interval):
                 unreachable = snap.redis_unreachable
-                console.real.print(StatusView(snap))
-                console.real.file.flush()
+                console().print(StatusView(snap))
+                console().file.flush()
         except (KeyboardInterrupt, BrokenPipeError):
             pass
         return unreachable
     try:
-        with Live(console=console.real, screen=False, auto_refresh=False, transient=False,
+        with Live(console=console(), screen=False, auto_refresh=False, transient=False,
                   redirect_stdout=False, redirect_stderr=False) as live:  # fmt: skip
             for snap in _ticks(reader, interval):
                 unreachable = snap.redis_unreachable

@@ -16,6 +16,7 @@ from mailcli.cli.common import (
     JsonOpt,
     check_llm_once,
     console,
+    err_console,
     handle_errors,
     settings,
 )
@@ -102,11 +103,9 @@ def start(
 def _pool_log_handler() -> None:
     from rich.logging import RichHandler
 
-    from mailcli.cli.common import err_console
-
     logger = logging.getLogger("mailcli.pool")
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
+        handler = RichHandler(console=err_console(), show_path=False, markup=False, rich_tracebacks=False)
         logger.addHandler(handler)
         logger.propagate = False
 
@@ -140,9 +139,9 @@ def _tell_pools(command: str, what: str, **args: object) -> None:
     pools = read_pools(conn)
     send_control(conn, command, **args)
     if pools:
-        console.print(f"asked {len(pools)} pool(s) to {what}", highlight=False)
+        console().print(f"asked {len(pools)} pool(s) to {what}", highlight=False)
     else:
-        console.print("no pool is running on this Redis: nothing to do (`mailcli workers start` starts one)")
+        console().print("no pool is running on this Redis: nothing to do (`mailcli workers start` starts one)")
 
 
 def failed(
@@ -174,7 +173,7 @@ def failed(
         print(json.dumps({"failed": rows, "requeued": n}))
         return
     if not rows:
-        console.print("no failed jobs")
+        console().print("no failed jobs")
         return
     table = Table(title="Failed jobs")
     for col in ("job", "queue", "conversations", "ended", "error"):
@@ -183,9 +182,9 @@ def failed(
         table.add_row(
             r["job_id"], r["queue"], str(len(r["conversations"])), (r["ended_at"] or "")[:19], r["error"]
         )
-    console.print(table)
+    console().print(table)
     if requeue:
-        console.print(f"{n} jobs requeued", highlight=False)
+        console().print(f"{n} jobs requeued", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,21 +23,17 @@ from mailcli.analysis.phase1 import priority_of
 from mailcli.config import Settings
 from mailcli.dispatch.payloads import conversation_payloads, pending_ids
 from mailcli.queue.jobs import (
-    PENDING_KEY,
-    PHASE1_QUEUE,
-    PRIORITIES,
-    QUEUES,
     failed_jobs,
     group_into_jobs,
     is_popped,
     job_id_for,
-    needs_llm,
     publish_staged,
     requeue_stranded,
     stage_conversations,
     take_unstarted,
     withdraw_staged,
 )
+from mailcli.queue.names import PENDING_KEY, PHASE1_QUEUE, PRIORITIES, QUEUES, needs_llm
 from mailcli.store import lifecycle
 from mailcli.store.db import Store
 from mailcli.store.lifecycle import Claim, claim_pending

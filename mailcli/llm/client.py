@@ -37,17 +37,31 @@ from mailcli.llm.errors import (
     OllamaError,
     OllamaUnavailable,
 )
-from mailcli.llm.hosts import DEFAULT_PORT, parse_hosts  # noqa: F401 - re-exported: parse_hosts lives in hosts.py
+from mailcli.llm.hosts import parse_hosts
 from mailcli.llm.limiter import HostState, LocalLimiter, Permit, RedisLimiter, Signal
+from mailcli.llm.wire import (
+    BREAKER_COOLDOWN,
+    BREAKER_THRESHOLD,
+    BUSY_STATUSES,
+    BadAnswer,
+    BreakerState,
+    answer_error,
+    breaker_state,
+    clip,
+    connect_failed,
+    dropped,
+    is_retryable_status,
+    json_object,
+    server_message,
+    timed_out,
+    transport_failed,
+)
 
 Limiter = LocalLimiter | RedisLimiter
 
 log = logging.getLogger("mailcli.llm")
 
 Outcome = Literal["ok", "retry", "error"]
-BreakerState = Literal["closed", "open", "half-open"]
-_ERROR_TEXT_LIMIT = 300
-_BUSY_STATUSES = (429, 503)  # Ollama's queue is full (OLLAMA_MAX_QUEUE): busy, not failing
 _PERMIT_WAIT = 2.0  # seconds between two looks at the breakers while waiting for a permit
 
 
@@ -116,15 +130,16 @@ class _Host:
     def __init__(self, url: str):
         self.url = url
         self.in_flight = 0
-        self.failures = 0  # consecutive
-        self.opened_at: float | None = None  # None: closed
-        self.probing = False
+        self.failures = 0  # consecutive attempts that count against the breaker
+        self.last_failure_at: float | None = None  # the client's clock
+        self.probing = False  # the one request of a half-open breaker is in flight
         self.last_error: str | None = None
 
-    def state(self, now: float, cooldown: float) -> BreakerState:
-        if self.opened_at is None:
-            return "closed"
-        return "half-open" if self.probing or now - self.opened_at >= cooldown else "open"
+    def state(self, now: float, threshold: int, cooldown: float) -> BreakerState:
+        """The breaker by the rule status applies too (mailcli.llm.wire); while its probe runs, a
+        breaker stays half-open, even if another request's failure has just restarted the cooldown."""
+        state = breaker_state(self.failures, self.last_failure_at, now, threshold, cooldown)
+        return "half-open" if state == "open" and self.probing else state
 
 
 class OllamaClient:
@@ -140,8 +155,8 @@ class OllamaClient:
         retries: int = 4,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
-        breaker_threshold: int = 5,
-        breaker_cooldown: float = 30.0,
+        breaker_threshold: int = BREAKER_THRESHOLD,
+        breaker_cooldown: float = BREAKER_COOLDOWN,
         on_call: OnCall | None = None,
         limiter: Limiter | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -197,7 +212,7 @@ class OllamaClient:
     def breaker_states(self) -> dict[str, BreakerState]:
         now = self._clock()
         with self._lock:
-            return {h.url: h.state(now, self.breaker_cooldown) for h in self._hosts}
+            return {h.url: h.state(now, self.breaker_threshold, self.breaker_cooldown) for h in self._hosts}
 
     # --- inference
 
@@ -389,7 +404,7 @@ class OllamaClient:
             try:
                 data = self._send(host.url, method, path, payload, model, timeout, stream, on_token)
             except _RETRYABLE as exc:
-                busy = exc.status in _BUSY_STATUSES
+                busy = exc.status in BUSY_STATUSES  # Ollama's queue is full (OLLAMA_MAX_QUEUE)
                 signal = "busy" if busy else "timeout" if getattr(exc, "timed_out", False) else "failed"
                 # a busy host answered: it is up, only full; its limit shrinks, its breaker does not count it
                 self._checkin(host, failed=not busy, error=str(exc))
@@ -448,14 +463,9 @@ class OllamaClient:
                 response = self._http.request(method, url, json=payload, timeout=t)
                 _check_status(response, host, model, path)
                 try:
-                    data = response.json()
-                except ValueError:
-                    raise _Retryable(f"{host} sent a body that is not JSON on {path}", host=host, model=model,
-                                     status=response.status_code) from None
-                if not isinstance(data, dict):
-                    raise _Retryable(f"{host} sent unexpected JSON on {path}", host=host, model=model, status=200)
-                if "error" in data:
-                    raise _Retryable(f"{host}: {_clip(data['error'])}", host=host, model=model, status=200)
+                    data = json_object(host, path, response.content)
+                except BadAnswer as exc:
+                    raise _Retryable(str(exc), host=host, model=model, status=200) from None
                 if path in ("/api/chat", "/api/generate") and data.get("done") is not True:
                     raise IncompleteResponse(f"{host} answered {path} without done:true", host=host, model=model,
                                              status=200)
@@ -466,15 +476,13 @@ class OllamaClient:
                 _check_status(response, host, model, path)
                 return _assemble(response.iter_lines(), host, model, path, on_token)
         except httpx.TimeoutException as exc:
-            raise _TimedOut(f"{host} timed out ({type(exc).__name__})", host=host, model=model) from None
+            raise _TimedOut(timed_out(host, type(exc).__name__), host=host, model=model) from None
         except httpx.ConnectError as exc:
-            raise _Retryable(f"could not connect to {host} ({_clip(str(exc)) or type(exc).__name__})",
-                             host=host, model=model) from None
+            raise _Retryable(connect_failed(host, exc), host=host, model=model) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise _Retryable(f"{host} dropped the connection mid-answer ({type(exc).__name__}: {_clip(str(exc))})",
-                             host=host, model=model) from None
+            raise _Retryable(dropped(host, exc), host=host, model=model) from None
         except httpx.TransportError as exc:
-            raise _Retryable(f"{host}: {type(exc).__name__}: {_clip(str(exc))}", host=host, model=model) from None
+            raise _Retryable(transport_failed(host, exc), host=host, model=model) from None
 
     # --- routing and breakers
 
@@ -503,7 +511,7 @@ class OllamaClient:
             for i, h in enumerate(self._hosts):
                 if only is not None and h.url != only:
                     continue
-                state = h.state(now, self.breaker_cooldown)
+                state = h.state(now, self.breaker_threshold, self.breaker_cooldown)
                 if state == "open" or (state == "half-open" and h.probing):
                     continue
                 ranked.append(((state != "half-open", h.url in tried, h.in_flight, (i - self._next) % n), h))
@@ -532,7 +540,7 @@ class OllamaClient:
                 continue
             host = next(h for h in candidates if h.url == permit.host)
             with self._lock:
-                state = host.state(self._clock(), self.breaker_cooldown)
+                state = host.state(self._clock(), self.breaker_threshold, self.breaker_cooldown)
                 routable = state == "closed" or (state == "half-open" and not host.probing)
             if routable:
                 break
@@ -541,7 +549,7 @@ class OllamaClient:
             permit = None
         with self._lock:
             self._next = (self._hosts.index(host) + 1) % len(self._hosts)
-            if host.opened_at is not None:
+            if host.failures >= self.breaker_threshold:  # breaker half-open: this request is its probe
                 host.probing = True
             host.in_flight += 1
         return host, permit
@@ -585,21 +593,21 @@ class OllamaClient:
             host.probing = False
             if not failed:
                 host.failures = 0
-                host.opened_at = None
                 return
-            host.failures += 1
+            # a failed probe opens the breaker again, even after another request's answer closed it
+            # while the probe was in flight
+            host.failures = max(host.failures + 1, self.breaker_threshold) if was_probe else host.failures + 1
+            host.last_failure_at = now
             host.last_error = error
-            if was_probe or host.failures >= self.breaker_threshold:
-                if host.opened_at is None or was_probe:
-                    log.warning("ollama host %s: circuit breaker open after %d failure(s): %s",
-                                host.url, host.failures, error)
-                host.opened_at = now
+            if was_probe or host.failures == self.breaker_threshold:
+                log.warning("ollama host %s: circuit breaker open after %d failure(s): %s",
+                            host.url, host.failures, error)
 
     def _fresh_host(self, tried: set[str], only: str | None) -> bool:
         now = self._clock()
         with self._lock:
             return any(
-                h.url not in tried and h.state(now, self.breaker_cooldown) != "open"
+                h.url not in tried and h.state(now, self.breaker_threshold, self.breaker_cooldown) != "open"
                 for h in self._hosts
                 if only is None or h.url == only
             )
@@ -609,7 +617,8 @@ class OllamaClient:
         now = self._clock()
         with self._lock:
             hosts = [h for h in self._hosts if only is None or h.url == only]
-            waits = [max(0.0, self.breaker_cooldown - (now - h.opened_at)) for h in hosts if h.opened_at is not None]
+            waits = [max(0.0, self.breaker_cooldown - (now - h.last_failure_at)) for h in hosts
+                     if h.failures >= self.breaker_threshold and h.last_failure_at is not None]
             cause = last.args[0] if last else next((h.last_error for h in hosts if h.last_error), None)
         names = ", ".join(h.url for h in hosts)
         message = f"Ollama unavailable for model {model!r}: circuit breaker open for {names}"
@@ -656,33 +665,17 @@ def _canonical(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def _clip(text: Any) -> str:
-    text = str(text)
-    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
-
-
-def _server_message(response: httpx.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return _clip(response.text.strip())
-    if isinstance(data, dict) and "error" in data:
-        return _clip(data["error"])
-    return _clip(response.text.strip())
-
-
 def _check_status(response: httpx.Response, host: str, model: str | None, path: str) -> None:
     status = response.status_code
     if status == 200:
         return
-    message = _server_message(response)
+    message = server_message(response.content)
     if status == 404 and model is not None and path in ("/api/chat", "/api/generate", "/api/show"):
         raise ModelNotFound(model, host, message)
-    if status in (408, 429) or status >= 500:
-        raise _Retryable(f"{host} answered {status}: {message}", host=host, model=model, status=status)
-    what = f"model {model!r}" if model else path
-    raise OllamaBadRequest(f"Ollama at {host} rejected the request for {what} ({status}): {message}",
-                           host=host, model=model, status=status)
+    text = answer_error(host, status, message, f"model {model!r}" if model else path)
+    if is_retryable_status(status):
+        raise _Retryable(text, host=host, model=model, status=status)
+    raise OllamaBadRequest(text, host=host, model=model, status=status)
 
 
 def _assemble(
@@ -703,7 +696,7 @@ def _assemble(
         if not isinstance(chunk, dict):
             continue
         if "error" in chunk:  # Ollama reports failures after the first chunk in-band
-            raise _Retryable(f"{host} failed mid-stream: {_clip(chunk['error'])}", host=host, model=model,
+            raise _Retryable(f"{host} failed mid-stream: {clip(chunk['error'])}", host=host, model=model,
                              status=200)
         chunks += 1
         piece = (chunk.get("message") or {}).get("content") if "message" in chunk else chunk.get("response")

@@ -1,7 +1,7 @@
 """Reading OLLAMA_HOST values, on the standard library only.
 
 Its own module so that `mailcli status`, which only needs the host list, does not import httpx (about
-65-100 ms of start-up) through mailcli.llm.client; client.py re-exports ``parse_hosts``.
+65-100 ms of start-up) through mailcli.llm.client.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import redis
 from mailcli.config import Settings
 from mailcli.dispatch.feeder import Reconciler, feed_once, mark_failed_jobs, pending_count
 from mailcli.pool.sink import Sink
-from mailcli.queue.jobs import queue_depths
+from mailcli.queue.names import queue_depths
 from mailcli.queue.redis_server import EmbeddedRedis
 from mailcli.redis_conn import RedisUnavailable, connect, describe
 from mailcli.store.db import Store

@@ -11,7 +11,7 @@ import sqlite3
 import redis
 
 from mailcli import contract
-from mailcli.queue.jobs import RESULTS_STREAM, SINK_GROUP
+from mailcli.queue.names import RESULTS_STREAM, SINK_GROUP
 from mailcli.store.db import Store
 from mailcli.store.results import apply_results
 

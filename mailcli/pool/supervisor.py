@@ -37,14 +37,8 @@ from mailcli.pool.autoscale import Decision, PoolView, decide
 from mailcli.pool.worker import rss_with_children
 from mailcli.pool.worker_command import worker_command, worker_env
 from mailcli.private import make_private_dir
-from mailcli.queue.jobs import (
-    JOB_MAX_CONVERSATIONS,
-    QUEUES,
-    queue_depths,
-    queue_name,
-    recover_job,
-    requeue_started,
-)
+from mailcli.queue.jobs import JOB_MAX_CONVERSATIONS, recover_job, requeue_started
+from mailcli.queue.names import QUEUES, queue_depths, queue_name
 
 log = logging.getLogger("mailcli.pool")
 

@@ -3,7 +3,7 @@
 Everything here is a standard RQ citizen (queues `mailcli-phase1`, `mailcli-critical` … `mailcli-low`),
 so `rq info` and rq-dashboard see our queues, jobs and workers too.
 
-Queue names and depths live in mailcli.queue.names (no rq there, for `mailcli status`).
+Queue and key names and the queue depths live in mailcli.queue.names (no rq there, for `mailcli status`).
 """
 
 from __future__ import annotations
@@ -21,18 +21,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from mailcli.contract import WIRE_VERSION
-from mailcli.queue.names import (  # noqa: F401 - re-exported: the pool imports them from here
-    PENDING_KEY,
-    PHASE1_QUEUE,
-    PRIORITIES,
-    QUEUE_PREFIX,
-    QUEUES,
-    RESULTS_STREAM,
-    SINK_GROUP,
-    needs_llm,
-    queue_depths,
-    queue_name,
-)
+from mailcli.queue.names import QUEUES, needs_llm, queue_name
 
 TASK = "mailcli.queue.tasks.analyze_job"
 ECHO_CHECK_TASK = "mailcli.queue.tasks.echo_check"

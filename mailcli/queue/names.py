@@ -2,8 +2,8 @@
 pool and `mailcli status` use.
 
 No rq here, nor redis-py: `mailcli status` imports this module without paying for either (rq costs
-15-30 ms of every call, and status needs it only to show failed jobs). mailcli.queue.jobs re-exports
-every name, and the rest of mailcli imports them from there.
+15-30 ms of every call, and status needs it only to show failed jobs). Every module that needs one of
+these names imports it from here, mailcli.queue.jobs included.
 
 Queues, in the order workers listen:
 - `phase1`: jobs that need no LLM (conversations capped at phase 1, as `analyze --phase 1` caps them).

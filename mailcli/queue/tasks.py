@@ -16,7 +16,7 @@ from rq import get_current_job
 from mailcli import contract
 from mailcli.analysis.conversations import analyze_batch
 from mailcli.contract import ConversationResult, JobPayload
-from mailcli.queue.jobs import RESULTS_STREAM, needs_llm
+from mailcli.queue.names import RESULTS_STREAM, needs_llm
 
 log = logging.getLogger("mailcli.tasks")
 

@@ -9,8 +9,9 @@ own thread, on the standard library only.
 Why not the OllamaClient: it imports httpx (65-100 ms) and builds an SSL context (~50 ms), for one
 small GET per host; http.client keeps the probe in the standard library. The timeout bounds the
 connect and every read, like the client's connect and read timeouts; no retry, no proxy
-(HTTP(S)_PROXY is ignored, as the client ignores it). Error texts have the client's shape: "could
-not connect to URL (reason)", "URL timed out (ReadTimeout)", "URL answered 500: <Ollama's error>".
+(HTTP(S)_PROXY is ignored, as the client ignores it). An answer is read, and a failure worded, by the
+rules the client applies (mailcli.llm.wire): "could not connect to URL (reason)", "URL timed out
+(ReadTimeout)", "URL answered 500: <Ollama's error>".
 
 One connection per host is kept open between rounds (--watch), as a client's pool keeps it; a
 connection the server closed in between is reopened once, silently.
@@ -19,16 +20,25 @@ connection the server closed in between is reopened once, silently.
 from __future__ import annotations
 
 import http.client
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from mailcli.llm.wire import (
+    BadAnswer,
+    answer_error,
+    connect_failed,
+    dropped,
+    json_object,
+    server_message,
+    timed_out,
+    transport_failed,
+)
+
 PATH = "/api/ps"
 MAX_BODY = 1 << 20  # /api/ps lists a handful of models; a bigger body is not Ollama
-_ERROR_TEXT_LIMIT = 300  # as mailcli.llm.client clips server messages
 # a kept connection the server closed while idle fails like this on reuse: open a new one, once
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -42,22 +52,6 @@ class ProbeResult:
     reachable: bool
     error: str | None = None
     models: list[str] = field(default_factory=list)
-
-
-def _clip(text: Any) -> str:
-    text = str(text)
-    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
-
-
-def _server_message(body: bytes) -> str:
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _clip(text)
-    if isinstance(data, dict) and "error" in data:
-        return _clip(data["error"])
-    return _clip(text)
 
 
 def model_names(data: Any) -> list[str]:
@@ -103,9 +97,7 @@ class HostProbe:
 
     def _dropped(self, exc: BaseException) -> ProbeError:
         self.close()
-        return ProbeError(
-            f"{self.url} dropped the connection mid-answer ({type(exc).__name__}: {_clip(str(exc))})"
-        )
+        return ProbeError(dropped(self.url, exc))
 
     def _get(self) -> tuple[int, bytes]:
         """One GET; raises ProbeError with the client's wording for network failures."""
@@ -117,12 +109,10 @@ class HostProbe:
                 conn.connect()
         except TimeoutError:
             self.close()
-            raise ProbeError(f"{self.url} timed out (ConnectTimeout)") from None
+            raise ProbeError(timed_out(self.url, "ConnectTimeout")) from None
         except OSError as exc:  # refused, no route, unknown name, TLS handshake
             self.close()
-            raise ProbeError(
-                f"could not connect to {self.url} ({_clip(str(exc)) or type(exc).__name__})"
-            ) from None
+            raise ProbeError(connect_failed(self.url, exc)) from None
         try:
             conn.request("GET", self.path, headers={"Accept": "application/json"})
             response = conn.getresponse()
@@ -135,12 +125,12 @@ class HostProbe:
             raise
         except TimeoutError:
             self.close()
-            raise ProbeError(f"{self.url} timed out (ReadTimeout)") from None
+            raise ProbeError(timed_out(self.url, "ReadTimeout")) from None
         except (OSError, http.client.IncompleteRead, http.client.BadStatusLine) as exc:
             raise self._dropped(exc) from None
         except http.client.HTTPException as exc:
             self.close()
-            raise ProbeError(f"{self.url}: {type(exc).__name__}: {_clip(str(exc))}") from None
+            raise ProbeError(transport_failed(self.url, exc)) from None
 
     def _new_connection(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
@@ -150,19 +140,11 @@ class HostProbe:
     def _judge(self, status: int, body: bytes) -> list[str]:
         """The answer, read as mailcli.llm.client reads one (same messages)."""
         if status != 200:
-            message = _server_message(body)
-            if status in (408, 429) or status >= 500:
-                raise ProbeError(f"{self.url} answered {status}: {message}")
-            raise ProbeError(f"Ollama at {self.url} rejected the request for {PATH} ({status}): {message}")
+            raise ProbeError(answer_error(self.url, status, server_message(body), PATH))
         try:
-            data = json.loads(body)
-        except ValueError:
-            raise ProbeError(f"{self.url} sent a body that is not JSON on {PATH}") from None
-        if not isinstance(data, dict):
-            raise ProbeError(f"{self.url} sent unexpected JSON on {PATH}")
-        if "error" in data:
-            raise ProbeError(f"{self.url}: {_clip(data['error'])}")
-        return model_names(data)
+            return model_names(json_object(self.url, PATH, body))
+        except BadAnswer as exc:
+            raise ProbeError(str(exc)) from None
 
 
 class ProbeRound:
@@ -202,7 +184,7 @@ class ProbeRound:
             return ProbeResult(False, str(exc))
         except Exception as exc:  # a probe must never take the snapshot down
             probe.close()
-            return ProbeResult(False, f"{probe.url}: {type(exc).__name__}: {_clip(str(exc))}")
+            return ProbeResult(False, transport_failed(probe.url, exc))
 
     def results(self) -> dict[str, ProbeResult]:
         """Every host's result; a host still silent `wait` seconds after the round started is unreachable."""

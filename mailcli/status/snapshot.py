@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailcli.config import Settings
+from mailcli.llm import wire
 from mailcli.llm.hosts import parse_hosts
 from mailcli.queue.names import (  # no rq
     PENDING_KEY,
@@ -48,10 +49,6 @@ MMAP_SIZE = 1 << 30  # address space only; SQLite caps it at its compile-time ma
 PROBE_TIMEOUT = 0.3  # seconds for each Ollama host to answer /api/ps
 REDIS_SOCKET_TIMEOUT = 2.0
 STORE_LOAD_SHARE = 0.1  # --watch: SQLite reads take at most this share of one core
-# The breakers live inside the worker processes; status re-derives them from the ledger with the
-# OllamaClient's default rule: this many consecutive failed attempts open a host for the cooldown.
-BREAKER_THRESHOLD = 5
-BREAKER_COOLDOWN = 30.0
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 # ledger outcomes of an attempt that got no usable HTTP answer (mailcli.analysis.llm_phases); the
 # others (ok, invalid, repair, fallback) are answers, whose duration is the latency
@@ -259,15 +256,18 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def is_host_failure(outcome: str, http_status: int | None) -> bool:
-    """An attempt that counts against a host's breaker: no answer, a 5xx, busy; not a 4xx (the request
-    was wrong, the host is fine) and not an answer the schema check rejected (ok, invalid, repair, fallback)."""
+    """A failed attempt that is the host's doing: no answer, a retryable answer (busy included), an
+    unusable body; not a request the host rejected (a 4xx) nor an answer the schema check rejected
+    (ok, invalid, repair, fallback)."""
     if outcome not in FAILED_OUTCOMES:
         return False
-    return not (http_status is not None and 400 <= http_status < 500 and http_status not in (408, 429))
+    return http_status in (None, 200) or wire.is_retryable_status(http_status)
 
 
 def breaker_state(attempts: list[tuple[str, int | None, float]], now: float) -> str | None:
-    """A host's breaker as its clients hold it, from its attempts (outcome, http status, epoch), oldest first."""
+    """A host's breaker as its clients hold it, from its attempts (outcome, http status, epoch), oldest
+    first. The breakers live in the worker processes; this applies their rule (mailcli.llm.wire) to
+    the ledger. None without attempts."""
     if not attempts:
         return None
     trailing = 0
@@ -275,10 +275,7 @@ def breaker_state(attempts: list[tuple[str, int | None, float]], now: float) -> 
         if not counts_for_breaker(outcome, status):
             break
         trailing += 1
-    if trailing < BREAKER_THRESHOLD:
-        return "closed"
-    last_failure_at = attempts[-1][2]
-    return "open" if now - last_failure_at < BREAKER_COOLDOWN else "half-open"
+    return wire.breaker_state(trailing, attempts[-1][2], now)
 
 
 def throughput(
@@ -334,7 +331,7 @@ def set_throughput(progress: ProgressInfo, recent: dict[int, int], now: float, s
 def counts_for_breaker(outcome: str, http_status: int | None) -> bool:
     """A failure that opens the client's breaker: a busy answer (429, 503 queue full) does not, the
     host answered; it shrinks the host's limit instead."""
-    return is_host_failure(outcome, http_status) and http_status not in (429, 503)
+    return outcome in FAILED_OUTCOMES and wire.counts_against_breaker(http_status)
 
 
 def sqlite_due(since_last_read: float, last_cost: float, load_share: float = STORE_LOAD_SHARE) -> bool:
