@@ -45,7 +45,8 @@ def server_message(body: bytes | str) -> str:
 
 
 def is_retryable_status(status: int) -> bool:
-    """A non-200 answer another attempt may not get: timeout (408), busy (429) or a server error."""
+    """A non-200 answer that another attempt may not get: a timeout (408), busy (429) or a server
+    error (5xx). Any other non-200 answer rejects the request itself."""
     return status in (408, 429) or status >= 500
 
 
