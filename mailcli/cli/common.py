@@ -138,30 +138,9 @@ def _os_error_line(exc: OSError) -> str:
     where = f"{exc.filename}: " if exc.filename else ""
     if exc.errno == errno.ENOSPC:
         return f"{where}no space left on device; free disk space and run the command again (nothing committed is lost)"
-    if _is_data_dir(exc.filename):
-        return (
-            f"cannot use the data directory {where}{exc.strerror or exc}; set MAILCLI_HOME"
-            " (or data_dir in mailcli.toml) to a directory you can write"
-        )
     if exc.errno == errno.EACCES:
         return f"{where}permission denied; check the file's permissions"
     return f"{where}{exc.strerror or exc}"
-
-
-def _is_data_dir(filename: Any) -> bool:
-    """Whether a failed path is the data directory, the database or a parent of them: the fix is
-    then the setting that chose it, not the file."""
-    if not filename:
-        return False
-    try:
-        cfg = load_settings()
-    except ConfigError:
-        return False
-    failed = os.path.abspath(str(filename))
-    return any(
-        failed == os.path.abspath(p) or os.path.abspath(p).startswith(failed.rstrip(os.sep) + os.sep)
-        for p in (cfg.home, cfg.db)
-    )
 
 
 def setup_logging(debug: bool) -> None:

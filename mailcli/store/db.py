@@ -57,7 +57,13 @@ def connect(db_path: Path, *, readonly: bool = False, timeout: float = 30.0) -> 
         conn = _connect_readonly(db_path, timeout)
     else:
         # a directory another user owns cannot be made private: whether it can be written decides
-        make_private_dir(db_path.parent)
+        try:
+            make_private_dir(db_path.parent)
+        except OSError as exc:  # cannot be created: under a file, on a read-only or virtual filesystem
+            raise StoreError(
+                f"cannot use the data directory {db_path.parent}: {exc.strerror or exc}; set MAILCLI_HOME"
+                " (or data_dir in mailcli.toml) to a directory you can write"
+            ) from None
         if not os.access(db_path.parent, os.W_OK) or (db_path.exists() and not os.access(db_path, os.W_OK)):
             raise StoreError(
                 f"cannot write {db_path}: the data directory is read-only; make it writable"
