@@ -45,9 +45,8 @@ class Settings:
     key_senders: tuple[str, ...] = ()  # addresses or domains
     # the ceiling of each Ollama host's adaptive limit of requests in flight (mailcli.llm.limiter)
     llm_max_in_flight: int = 8
-    llm_timeout: float | None = (
-        None  # read timeout of an LLM call, seconds; None: 120 (phase 2), 300 (phase 3)
-    )
+    # read timeout of an LLM call, seconds; None: 120 (phase 2), 300 (phase 3)
+    llm_timeout: float | None = None
     window: int = 10_000  # feeder: most conversation jobs held in Redis at once
     redis_outage_limit: int = 120  # seconds a pool waits for an unreachable Redis before it exits 4
     heartbeat_timeout: float = 15.0  # seconds without a worker's heartbeat before it is killed
@@ -174,6 +173,8 @@ def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None, **
 def _check_ollama_hosts(value: str) -> None:
     """OLLAMA_HOST as Ollama reads it (mailcli.llm.hosts), and hosts that are names or addresses:
     a typo is said here, not found later as a host that never answers."""
+    from urllib.parse import urlsplit
+
     from mailcli.llm.hosts import parse_hosts
 
     fix = "give URLs such as http://127.0.0.1:11434, several separated by commas"
@@ -182,10 +183,10 @@ def _check_ollama_hosts(value: str) -> None:
     except ValueError as exc:  # its message names the fix
         raise ConfigError(f"is not usable: {exc}") from None
     for url in hosts:
-        scheme, _, rest = url.partition("://")
-        host = rest.rsplit(":", 1)[0] if not rest.startswith("[") else rest.split("]")[0][1:]
+        parts = urlsplit(url)
+        host = parts.hostname or ""
         if (
-            scheme not in ("http", "https")
+            parts.scheme not in ("http", "https")
             or not host
             or any(c.isspace() or c in "<>\"'`{}|\\^" for c in host)
         ):
