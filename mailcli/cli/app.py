@@ -153,7 +153,7 @@ def ingest(
                     "seconds": round(elapsed, 3),
                     "rejects": [_reject_dict(r) for r in summary.rejects],
                     "skipped": summary.skipped,  # bookkeeping and empty files passed over: not rejects
-                    "skipped_paths": summary.skipped_paths,
+                    "skipped_paths": [r.source for r in summary.skipped_first],
                     "enqueue_error": unreachable,
                 }
             )
@@ -166,10 +166,7 @@ def ingest(
         if summary.rejected > 10:
             err_console().print(f"[yellow]… {summary.rejected - 10} more in the rejects table[/]")
         if summary.skipped:
-            named = [
-                f"{p} ({why})"
-                for p, why in zip(summary.skipped_paths[:3], summary.skipped_reasons, strict=False)
-            ]
+            named = [f"{r.source} ({r.reason})" for r in summary.skipped_first[:3]]
             shown = ", ".join(named) + (", …" if summary.skipped > 3 else "")
             err_console().print(f"passed over (not mail): {escape(shown)}", highlight=False)
         rate = summary.seen / elapsed if elapsed > 0 else 0

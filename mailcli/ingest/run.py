@@ -53,8 +53,7 @@ class IngestSummary:
     merged: int = 0
     rejects: list[Reject] = field(default_factory=list)  # the first few, to show the user
     skipped: int = 0  # files and folders passed over: bookkeeping, empty (not read, not rejects)
-    skipped_paths: list[str] = field(default_factory=list)  # the first few, to show the user
-    skipped_reasons: list[str] = field(default_factory=list)  # why, one for each of skipped_paths
+    skipped_first: list[Skipped] = field(default_factory=list)  # the first few, to show the user
     touched: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -131,9 +130,7 @@ def ingest_paths(
             if len(rejects) < len(records):
                 skipped = [r for r in records if isinstance(r, Skipped)]
                 summary.skipped += len(skipped)
-                room = 20 - len(summary.skipped_paths)
-                summary.skipped_paths.extend(r.source for r in skipped[:room])
-                summary.skipped_reasons.extend(r.reason for r in skipped[:room])
+                summary.skipped_first.extend(skipped[: 20 - len(summary.skipped_first)])
             writer.add_rejects(rejects)
             writer.add_batch(prepared)
             checkpoints.nudge()
